@@ -1,0 +1,5 @@
+//! Wiring: builds the long-running parts from flags and connects reloads to them.
+
+mod webhook;
+
+pub use webhook::{start_webhook, AppError, RunningWebhook};

@@ -1,0 +1,70 @@
+//! Command-line surface. Lives in the library so tests start the server with the same
+//! flags a user types.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "whisperer-injector",
+    version,
+    about = "Attach the Whisperer capture agent to Kubernetes pods"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `whisperer_injector=debug`.
+    #[arg(long, global = true, env = "WHISPERER_LOG", default_value = "info")]
+    pub log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admission webhook (HTTPS).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the HTTPS server listens on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain. With neither --tls-cert nor --tls-key, a self-signed
+    /// certificate for localhost is generated in memory and its CA printed.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Profiles and namespace policy (YAML). Without it the built-in default profile is used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The injector's own namespace, never injected.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "whisperer-system")]
+    pub namespace: String,
+    /// Inject pods without a `whisperer.dev/inject` annotation too ("false" still opts out).
+    #[arg(long)]
+    pub inject_by_default: bool,
+    /// DNS server address handed to Whisperers in WHISPERER_DNS_SERVER (e.g. the Service IP).
+    #[arg(long)]
+    pub dns_server_address: Option<String>,
+    /// How often the config and certificate files are compared with what is loaded.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+    /// Deadline for one admission request, body read included (keep under the webhook's
+    /// timeoutSeconds).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 128)]
+    pub h2_max_concurrent_streams: u32,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+}

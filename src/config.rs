@@ -1,0 +1,394 @@
+//! Profiles and namespace policy, read from a YAML file.
+//!
+//! Container fields are plain Kubernetes core/v1 types so a profile reads like a pod spec.
+//! Parsing is strict (`deny_unknown_fields`) so a typo is an error naming the field rather
+//! than a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    EnvVar, HostAlias, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+};
+use serde::{Deserialize, Serialize};
+
+/// Namespaces the injector never touches, whatever their labels say.
+pub const ALWAYS_DENIED: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// Default container name of the sidecar (DESIGN.md vocabulary).
+pub const DEFAULT_CONTAINER_NAME: &str = "whisperer";
+
+/// Image of the built-in profile, used when `serve` runs without a config file.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/whisperer-dev/whisperer:v0.1.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config file {path}: field `{field}`: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub default_profile: String,
+    #[serde(default)]
+    pub namespaces: NamespacePolicy,
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespacePolicy {
+    /// Empty: every namespace that is not denied.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SidecarMode {
+    /// Native sidecar for pods owned by a Job (so the Job can complete), classic otherwise.
+    #[default]
+    Auto,
+    /// Always a regular entry in `spec.containers`.
+    Classic,
+    /// Always an init container with `restartPolicy: Always`.
+    Native,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Profile {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_aliases: Vec<HostAlias>,
+    #[serde(default)]
+    pub sidecar_mode: SidecarMode,
+    /// Upper bound for a runtime attachment's time-to-live (e.g. `24h`).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_ttl: Option<Duration>,
+    /// Empty: any namespace the global policy allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_namespaces: Vec<String>,
+}
+
+impl Profile {
+    pub fn container_name(&self) -> &str {
+        self.container_name
+            .as_deref()
+            .unwrap_or(DEFAULT_CONTAINER_NAME)
+    }
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+impl Default for Config {
+    /// The built-in profile: lets `serve` run on a fresh machine with no file at all.
+    fn default() -> Self {
+        let profile = Profile {
+            image: DEFAULT_IMAGE.to_string(),
+            args: vec!["--interface".into(), "any".into()],
+            security_context: Some(SecurityContext {
+                capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                    add: Some(vec!["NET_RAW".into(), "NET_ADMIN".into()]),
+                    drop: Some(vec!["ALL".into()]),
+                }),
+                ..Default::default()
+            }),
+            max_ttl: Some(Duration::from_secs(24 * 3600)),
+            ..Default::default()
+        };
+        Config {
+            default_profile: "default".into(),
+            namespaces: NamespacePolicy::default(),
+            profiles: BTreeMap::from([("default".to_string(), profile)]),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            field,
+            message: message.to_string(),
+        };
+        if !self.profiles.contains_key(&self.default_profile) {
+            return Err(invalid(
+                "defaultProfile".into(),
+                &format!(
+                    "names profile {:?}, which is not defined",
+                    self.default_profile
+                ),
+            ));
+        }
+        for (name, p) in &self.profiles {
+            let at = |f: &str| format!("profiles.{name}.{f}");
+            if !is_dns_label(name) {
+                return Err(invalid(
+                    format!("profiles.{name}"),
+                    "profile names must be DNS labels (lowercase alphanumerics and '-', at most 63)",
+                ));
+            }
+            if p.image.trim().is_empty() {
+                return Err(invalid(at("image"), "must not be empty"));
+            }
+            if !is_dns_label(p.container_name()) {
+                return Err(invalid(at("containerName"), "must be a DNS label"));
+            }
+            for (i, m) in p.volume_mounts.iter().enumerate() {
+                if !p.volumes.iter().any(|v| v.name == m.name) {
+                    return Err(invalid(
+                        at(&format!("volumeMounts[{i}].name")),
+                        &format!("volume {:?} is not among the profile's volumes", m.name),
+                    ));
+                }
+            }
+            for (i, a) in p.host_aliases.iter().enumerate() {
+                if a.ip.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(
+                        at(&format!("hostAliases[{i}].ip")),
+                        "is not an IP address",
+                    ));
+                }
+            }
+            for (i, e) in p.env.iter().enumerate() {
+                if e.name.is_empty() {
+                    return Err(invalid(at(&format!("env[{i}].name")), "must not be empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Namespace policy with the always-denied set folded in.
+#[derive(Debug, Clone)]
+pub struct NamespaceRules {
+    allow: Vec<String>,
+    deny: Vec<String>,
+}
+
+/// Why a namespace may not be touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceDenial {
+    System,
+    InjectorOwn,
+    Denied,
+    NotAllowed,
+}
+
+impl NamespaceRules {
+    pub fn new(policy: &NamespacePolicy, own_namespace: &str) -> Self {
+        let mut deny = policy.deny.clone();
+        deny.push(own_namespace.to_string());
+        NamespaceRules {
+            allow: policy.allow.clone(),
+            deny,
+        }
+    }
+
+    pub fn check(&self, ns: &str) -> Result<(), NamespaceDenial> {
+        if ALWAYS_DENIED.contains(&ns) {
+            return Err(NamespaceDenial::System);
+        }
+        if self.deny.last().is_some_and(|own| own == ns) {
+            return Err(NamespaceDenial::InjectorOwn);
+        }
+        if self.deny.iter().any(|d| d == ns) {
+            return Err(NamespaceDenial::Denied);
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|a| a == ns) {
+            return Err(NamespaceDenial::NotAllowed);
+        }
+        Ok(())
+    }
+}
+
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+defaultProfile: default
+namespaces:
+  allow: []
+  deny: [legacy]
+profiles:
+  default:
+    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
+    args: ["--interface", "any"]
+    env: [{name: WHISPERER_LOG, value: info}]
+    resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {memory: 128Mi}}
+    securityContext: {capabilities: {add: [NET_RAW, NET_ADMIN], drop: [ALL]}}
+    volumeMounts: [{name: whisperer-captures, mountPath: /captures}]
+    volumes: [{name: whisperer-captures, emptyDir: {sizeLimit: 256Mi}}]
+    hostAliases: [{ip: 10.96.0.50, hostnames: [collector.whisperer-system]}]
+    sidecarMode: auto
+    maxTtl: 24h
+  deep:
+    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
+    containerName: deep-capture
+    sidecarMode: native
+    allowedNamespaces: [team-a]
+"#;
+
+    #[test]
+    fn parses_full_file() {
+        let cfg = Config::parse(FULL, "t.yaml").expect("valid config");
+        assert_eq!(cfg.profiles.len(), 2);
+        let d = &cfg.profiles["default"];
+        assert_eq!(d.max_ttl, Some(Duration::from_secs(86400)));
+        assert_eq!(d.host_aliases[0].ip, "10.96.0.50");
+        assert_eq!(cfg.profiles["deep"].sidecar_mode, SidecarMode::Native);
+        assert_eq!(cfg.profiles["deep"].container_name(), "deep-capture");
+    }
+
+    #[test]
+    fn built_in_default_is_valid() {
+        let cfg = Config::default();
+        let text = serde_yaml::to_string(&cfg).expect("serialize");
+        assert_eq!(Config::parse(&text, "x").expect("round trip"), cfg);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                FULL.replace("defaultProfile: default", "defaultProfile: nope"),
+                "defaultProfile",
+            ),
+            (
+                FULL.replace("ip: 10.96.0.50", "ip: not-an-ip"),
+                "profiles.default.hostAliases[0].ip",
+            ),
+            (
+                FULL.replace(
+                    "mountPath: /captures",
+                    "mountPath: /c}, {name: ghost, mountPath: /g",
+                ),
+                "profiles.default.volumeMounts[1].name",
+            ),
+            (
+                FULL.replace("containerName: deep-capture", "containerName: Deep_Capture"),
+                "profiles.deep.containerName",
+            ),
+            (FULL.replace("maxTtl: 24h", "maxTtl: soon"), "maxTtl"),
+            (
+                FULL.replace("sidecarMode: auto", "sidecarMod: auto"),
+                "sidecarMod",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = Config::parse(&text, "cfg.yaml")
+                .expect_err(field)
+                .to_string();
+            assert!(err.contains(field), "{err:?} should name {field}");
+            assert!(err.contains("cfg.yaml"), "{err:?} should name the file");
+        }
+    }
+
+    #[test]
+    fn namespace_rules() {
+        let policy = NamespacePolicy {
+            allow: vec![],
+            deny: vec!["legacy".into()],
+        };
+        let r = NamespaceRules::new(&policy, "whisperer-system");
+        assert_eq!(r.check("kube-system"), Err(NamespaceDenial::System));
+        assert_eq!(
+            r.check("whisperer-system"),
+            Err(NamespaceDenial::InjectorOwn)
+        );
+        assert_eq!(r.check("legacy"), Err(NamespaceDenial::Denied));
+        assert_eq!(r.check("team-a"), Ok(()));
+        let only = NamespaceRules::new(
+            &NamespacePolicy {
+                allow: vec!["team-a".into()],
+                deny: vec![],
+            },
+            "whisperer-system",
+        );
+        assert_eq!(only.check("team-b"), Err(NamespaceDenial::NotAllowed));
+        assert_eq!(only.check("team-a"), Ok(()));
+    }
+}

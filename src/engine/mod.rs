@@ -1,0 +1,88 @@
+//! The one decision engine. PURE: no client, no socket, no clock.
+//!
+//! Both front-ends ask it the same question — should this pod get a Whisperer, and exactly
+//! which one — and get back either a [`Plan`] or a named [`SkipReason`]. The webhook renders a
+//! plan as a JSON patch, the reconciler as an `EphemeralContainer` (see `crate::render`).
+
+mod admission;
+mod attach;
+mod plan;
+mod skip;
+
+pub use admission::{decide_admission, AdmissionSubject};
+pub use attach::{decide_attach, ephemeral_container_name, AttachSubject};
+pub use plan::{HostAliasChange, Placement, Plan};
+pub use skip::SkipReason;
+
+use std::sync::Arc;
+
+use crate::config::{Config, NamespaceRules};
+
+/// Pod annotation that opts a pod in (`"true"`) or out (`"false"`).
+pub const ANNOTATION_INJECT: &str = "whisperer.dev/inject";
+/// Pod annotation choosing a profile by name.
+pub const ANNOTATION_PROFILE: &str = "whisperer.dev/profile";
+/// Marker written by injection: `profile=<name>,hash=<16 hex>`.
+pub const ANNOTATION_INJECTED: &str = "whisperer.dev/injected";
+
+/// Env vars every Whisperer gets.
+pub const ENV_POD_NAME: &str = "WHISPERER_POD_NAME";
+pub const ENV_POD_NAMESPACE: &str = "WHISPERER_POD_NAMESPACE";
+pub const ENV_PROFILE: &str = "WHISPERER_PROFILE";
+pub const ENV_DNS_SERVER: &str = "WHISPERER_DNS_SERVER";
+pub const ENV_ATTACHMENT: &str = "WHISPERER_ATTACHMENT";
+pub const ENV_DEADLINE: &str = "WHISPERER_DEADLINE";
+
+/// Everything the engine needs besides the pod, prepared once per config load so the hot
+/// path does no allocation for policy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Arc<Config>,
+    pub namespaces: NamespaceRules,
+    /// Inject pods that carry no `whisperer.dev/inject` annotation (`"false"` still opts out).
+    pub inject_by_default: bool,
+    /// Address of the injector's DNS proxy, handed to Whisperers in [`ENV_DNS_SERVER`].
+    pub dns_server: Option<String>,
+}
+
+impl Settings {
+    pub fn new(config: Arc<Config>, own_namespace: &str) -> Settings {
+        let namespaces = NamespaceRules::new(&config.namespaces, own_namespace);
+        Settings {
+            config,
+            namespaces,
+            inject_by_default: false,
+            dns_server: None,
+        }
+    }
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Inject(Box<Plan>),
+    Skip {
+        reason: SkipReason,
+        /// Said to the user (admission `warnings`, Attachment status) when the skip is a problem.
+        detail: Option<String>,
+    },
+}
+
+impl Decision {
+    pub(crate) fn skip(reason: SkipReason) -> Decision {
+        Decision::Skip {
+            reason,
+            detail: None,
+        }
+    }
+
+    pub(crate) fn problem(reason: SkipReason, detail: String) -> Decision {
+        Decision::Skip {
+            reason,
+            detail: Some(detail),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! What an injection adds to a pod, computed against the pod as it is.
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, HostAlias, ObjectFieldSelector, Pod, Volume,
+};
+use sha2::{Digest, Sha256};
+
+use super::{Decision, SkipReason, ENV_DNS_SERVER, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROFILE};
+use crate::config::{Profile, SidecarMode};
+
+/// Where the Whisperer goes in the pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Appended to `spec.containers`.
+    Sidecar,
+    /// First entry of `spec.initContainers` with `restartPolicy: Always`, so it captures the
+    /// init containers too and does not keep a Job's pod from completing.
+    NativeSidecar,
+    /// `spec.ephemeralContainers` of a running pod.
+    Ephemeral,
+}
+
+/// One change to `spec.hostAliases`: never duplicates an ip+hostname the pod already has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostAliasChange {
+    /// A new entry for an IP the pod has no entry for.
+    Add(HostAlias),
+    /// Hostnames missing from the pod's existing entry at `index`.
+    Extend {
+        index: usize,
+        hostnames: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub profile: String,
+    pub container: Container,
+    pub placement: Placement,
+    /// Ephemeral only: the container whose namespaces the Whisperer joins.
+    pub target_container: Option<String>,
+    pub host_aliases: Vec<HostAliasChange>,
+    pub volumes: Vec<Volume>,
+    /// Value of the `whisperer.dev/injected` marker.
+    pub marker: String,
+    /// Problems worth telling the user that did not stop the injection.
+    pub warnings: Vec<String>,
+}
+
+pub(crate) fn marker_value(profile: &str, hash: &str) -> String {
+    format!("profile={profile},hash={hash}")
+}
+
+/// Profile named in a marker, if the marker is ours.
+pub(crate) fn marker_profile(marker: &str) -> Option<&str> {
+    marker.split(',').find_map(|kv| kv.strip_prefix("profile="))
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn value_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// The container every front-end starts from. `extra_env` comes last so an attachment's
+/// identity wins over a profile that happens to set the same name.
+pub(crate) fn container(
+    profile_name: &str,
+    profile: &Profile,
+    name: &str,
+    dns_server: Option<&str>,
+    extra_env: Vec<EnvVar>,
+) -> Container {
+    let mut env = Vec::with_capacity(profile.env.len() + 4 + extra_env.len());
+    env.push(field_env(ENV_POD_NAME, "metadata.name"));
+    env.push(field_env(ENV_POD_NAMESPACE, "metadata.namespace"));
+    env.push(value_env(ENV_PROFILE, profile_name));
+    if let Some(dns) = dns_server {
+        env.push(value_env(ENV_DNS_SERVER, dns));
+    }
+    env.extend(profile.env.iter().cloned());
+    env.extend(extra_env);
+    // Later entries win in Kubernetes, but duplicates are confusing to read: keep the last.
+    let mut seen = std::collections::HashSet::new();
+    let mut deduped: Vec<EnvVar> = env
+        .into_iter()
+        .rev()
+        .filter(|e| seen.insert(e.name.clone()))
+        .collect();
+    deduped.reverse();
+
+    let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    Container {
+        name: name.to_string(),
+        image: Some(profile.image.clone()),
+        image_pull_policy: profile.image_pull_policy.clone(),
+        command: non_empty(&profile.command),
+        args: non_empty(&profile.args),
+        env: Some(deduped),
+        resources: profile.resources.clone(),
+        security_context: profile.security_context.clone(),
+        volume_mounts: (!profile.volume_mounts.is_empty()).then(|| profile.volume_mounts.clone()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
+fn owned_by_job(pod: &Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.kind == "Job" && o.api_version.starts_with("batch/"))
+}
+
+fn host_alias_changes(pod_aliases: &[HostAlias], wanted: &[HostAlias]) -> Vec<HostAliasChange> {
+    let mut changes: Vec<HostAliasChange> = Vec::new();
+    for want in wanted {
+        let hostnames = want.hostnames.as_deref().unwrap_or_default();
+        match pod_aliases.iter().position(|a| a.ip == want.ip) {
+            Some(index) => {
+                let have = pod_aliases[index].hostnames.as_deref().unwrap_or_default();
+                let missing: Vec<String> = hostnames
+                    .iter()
+                    .filter(|h| !have.contains(h))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    changes.push(HostAliasChange::Extend {
+                        index,
+                        hostnames: missing,
+                    });
+                }
+            }
+            None => {
+                // The profile itself may list one IP twice; fold those into one new entry.
+                let existing = changes.iter_mut().find_map(|c| match c {
+                    HostAliasChange::Add(a) if a.ip == want.ip => Some(a),
+                    _ => None,
+                });
+                match existing {
+                    Some(a) => {
+                        let names = a.hostnames.get_or_insert_with(Vec::new);
+                        for h in hostnames {
+                            if !names.contains(h) {
+                                names.push(h.clone());
+                            }
+                        }
+                    }
+                    None => changes.push(HostAliasChange::Add(want.clone())),
+                }
+            }
+        }
+    }
+    changes
+}
+
+/// Plans a sidecar injection at admission time.
+pub(crate) fn sidecar(
+    pod: &Pod,
+    profile_name: &str,
+    profile: &Profile,
+    dns_server: Option<&str>,
+) -> Decision {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Decision::problem(SkipReason::NotAPod, "pod has no spec".into());
+    };
+    let name = profile.container_name();
+    let taken = spec
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str()),
+        )
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str()),
+        )
+        .any(|n| n == name);
+    if taken {
+        return Decision::problem(
+            SkipReason::NameConflict,
+            format!("the pod already has a container named {name:?}"),
+        );
+    }
+    let pod_volumes = spec.volumes.as_deref().unwrap_or_default();
+    if let Some(v) = profile
+        .volumes
+        .iter()
+        .find(|v| pod_volumes.iter().any(|p| p.name == v.name))
+    {
+        return Decision::problem(
+            SkipReason::NameConflict,
+            format!("the pod already has a volume named {:?}", v.name),
+        );
+    }
+
+    let placement = match profile.sidecar_mode {
+        SidecarMode::Classic => Placement::Sidecar,
+        SidecarMode::Native => Placement::NativeSidecar,
+        SidecarMode::Auto if owned_by_job(pod) => Placement::NativeSidecar,
+        SidecarMode::Auto => Placement::Sidecar,
+    };
+    let mut container = container(profile_name, profile, name, dns_server, Vec::new());
+    if placement == Placement::NativeSidecar {
+        container.restart_policy = Some("Always".into());
+    }
+    let host_aliases = host_alias_changes(
+        spec.host_aliases.as_deref().unwrap_or_default(),
+        &profile.host_aliases,
+    );
+    let volumes = profile.volumes.clone();
+    let hash = plan_hash(&container, placement, &profile.host_aliases, &volumes);
+    Decision::Inject(Box::new(Plan {
+        profile: profile_name.to_string(),
+        container,
+        placement,
+        target_container: None,
+        host_aliases,
+        volumes,
+        marker: marker_value(profile_name, &hash),
+        warnings: Vec::new(),
+    }))
+}
+
+/// Stable over runs and machines: hashes the JSON form of what is injected.
+pub(crate) fn plan_hash(
+    container: &Container,
+    placement: Placement,
+    host_aliases: &[HostAlias],
+    volumes: &[Volume],
+) -> String {
+    let mut h = Sha256::new();
+    // Serializing these k8s-openapi types cannot fail (no maps with non-string keys).
+    h.update(serde_json::to_vec(container).unwrap_or_default());
+    h.update(format!("{placement:?}"));
+    h.update(serde_json::to_vec(host_aliases).unwrap_or_default());
+    h.update(serde_json::to_vec(volumes).unwrap_or_default());
+    hex::encode(&h.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alias(ip: &str, names: &[&str]) -> HostAlias {
+        HostAlias {
+            ip: ip.into(),
+            hostnames: Some(names.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn host_alias_merge_never_duplicates() {
+        let pod = [alias("10.0.0.1", &["a", "b"])];
+        let want = [
+            alias("10.0.0.1", &["b", "c"]),
+            alias("10.0.0.2", &["d"]),
+            alias("10.0.0.2", &["d", "e"]),
+            alias("10.0.0.1", &["a"]),
+        ];
+        assert_eq!(
+            host_alias_changes(&pod, &want),
+            vec![
+                HostAliasChange::Extend {
+                    index: 0,
+                    hostnames: vec!["c".into()]
+                },
+                HostAliasChange::Add(alias("10.0.0.2", &["d", "e"])),
+            ]
+        );
+        assert!(host_alias_changes(&pod, &[alias("10.0.0.1", &["a"])]).is_empty());
+    }
+
+    #[test]
+    fn marker_round_trip() {
+        let m = marker_value("deep", "0011223344556677");
+        assert_eq!(marker_profile(&m), Some("deep"));
+        assert_eq!(marker_profile("something else"), None);
+    }
+}

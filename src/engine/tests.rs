@@ -1,0 +1,656 @@
+//! Table-driven tests of the engine and, through it, the JSON patch renderer: every plan is
+//! applied to its pod with the `json-patch` crate and the result must be a valid Pod.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{HostAlias, Pod};
+use serde_json::Value;
+
+use super::*;
+use crate::config::{Config, SidecarMode};
+use crate::render::json_patch;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture exists");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn fixture_pod(name: &str) -> Pod {
+    serde_json::from_value(fixture(name)["request"]["object"].clone()).expect("fixture pod")
+}
+
+fn config() -> Config {
+    Config::parse(
+        r#"
+defaultProfile: default
+namespaces: {deny: [legacy]}
+profiles:
+  default:
+    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
+    env: [{name: WHISPERER_LOG, value: info}]
+    volumeMounts: [{name: whisperer-captures, mountPath: /captures}]
+    volumes: [{name: whisperer-captures, emptyDir: {}}]
+    hostAliases:
+      - {ip: 10.96.0.50, hostnames: [whisperer-collector.whisperer-system, collector]}
+      - {ip: 10.96.0.51, hostnames: [whisperer-dns]}
+  classic:
+    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
+    sidecarMode: classic
+  native:
+    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
+    sidecarMode: native
+  team-b-only:
+    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
+    allowedNamespaces: [team-b]
+"#,
+        "test",
+    )
+    .expect("test config")
+}
+
+fn settings() -> Settings {
+    Settings::new(Arc::new(config()), "whisperer-system")
+}
+
+fn admit(pod: &Pod, ns: &str, op: &str, s: &Settings) -> Decision {
+    decide_admission(
+        &AdmissionSubject {
+            operation: op,
+            group: "",
+            version: "v1",
+            kind: "Pod",
+            sub_resource: None,
+            namespace: ns,
+            pod: Some(pod),
+        },
+        s,
+    )
+}
+
+fn with_annotation(mut pod: Pod, k: &str, v: &str) -> Pod {
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(k.into(), v.into());
+    pod
+}
+
+fn reason(d: &Decision) -> Option<SkipReason> {
+    match d {
+        Decision::Skip { reason, .. } => Some(*reason),
+        Decision::Inject(_) => None,
+    }
+}
+
+/// Applies the rendered patch and returns the patched pod, re-parsed as a typed Pod.
+fn apply(pod: &Pod, plan: &Plan) -> Pod {
+    let ops = json_patch(pod, plan);
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::to_value(&ops).expect("ops to json")).expect("RFC 6902");
+    let mut doc = serde_json::to_value(pod).expect("pod to json");
+    json_patch::patch(&mut doc, &patch).expect("patch applies");
+    serde_json::from_value(doc).expect("patched pod parses as a Pod")
+}
+
+fn whisperers(pod: &Pod) -> usize {
+    let spec = pod.spec.as_ref().expect("spec");
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .filter(|c| c.name == "whisperer")
+        .count()
+}
+
+#[test]
+fn skip_reasons() {
+    let s = settings();
+    let optin = fixture_pod("review-pod-optin.json");
+    let cases: Vec<(&str, Decision, SkipReason)> = vec![
+        (
+            "update",
+            admit(&optin, "team-a", "UPDATE", &s),
+            SkipReason::NotCreate,
+        ),
+        (
+            "kube-system",
+            admit(&optin, "kube-system", "CREATE", &s),
+            SkipReason::NamespaceDenied,
+        ),
+        (
+            "own namespace",
+            admit(&optin, "whisperer-system", "CREATE", &s),
+            SkipReason::NamespaceDenied,
+        ),
+        (
+            "deny list",
+            admit(&optin, "legacy", "CREATE", &s),
+            SkipReason::NamespaceDenied,
+        ),
+        (
+            "no annotation",
+            admit(
+                &fixture_pod("review-pod-not-requested.json"),
+                "team-a",
+                "CREATE",
+                &s,
+            ),
+            SkipReason::NotRequested,
+        ),
+        (
+            "no annotations map",
+            admit(
+                &fixture_pod("review-pod-no-annotations.json"),
+                "team-a",
+                "CREATE",
+                &s,
+            ),
+            SkipReason::NotRequested,
+        ),
+        (
+            "opt out",
+            admit(
+                &fixture_pod("review-pod-opted-out.json"),
+                "team-a",
+                "CREATE",
+                &s,
+            ),
+            SkipReason::OptedOut,
+        ),
+        (
+            "unknown profile",
+            admit(
+                &fixture_pod("review-pod-unknown-profile.json"),
+                "team-a",
+                "CREATE",
+                &s,
+            ),
+            SkipReason::UnknownProfile,
+        ),
+        (
+            "profile not allowed here",
+            admit(
+                &with_annotation(optin.clone(), ANNOTATION_PROFILE, "team-b-only"),
+                "team-a",
+                "CREATE",
+                &s,
+            ),
+            SkipReason::ProfileNotAllowed,
+        ),
+        (
+            "marker present",
+            admit(
+                &with_annotation(
+                    optin.clone(),
+                    ANNOTATION_INJECTED,
+                    "profile=default,hash=00",
+                ),
+                "team-a",
+                "CREATE",
+                &s,
+            ),
+            SkipReason::AlreadyInjected,
+        ),
+        (
+            "garbage opt-in value",
+            admit(
+                &with_annotation(optin.clone(), ANNOTATION_INJECT, "yes please"),
+                "team-a",
+                "CREATE",
+                &s,
+            ),
+            SkipReason::NotRequested,
+        ),
+    ];
+    for (name, decision, want) in cases {
+        assert_eq!(reason(&decision), Some(want), "{name}: {decision:?}");
+    }
+    let not_pod = decide_admission(
+        &AdmissionSubject {
+            operation: "CREATE",
+            group: "",
+            version: "v1",
+            kind: "ConfigMap",
+            sub_resource: None,
+            namespace: "team-a",
+            pod: None,
+        },
+        &s,
+    );
+    assert_eq!(reason(&not_pod), Some(SkipReason::NotAPod));
+    let sub = decide_admission(
+        &AdmissionSubject {
+            operation: "CREATE",
+            group: "",
+            version: "v1",
+            kind: "Pod",
+            sub_resource: Some("binding"),
+            namespace: "team-a",
+            pod: Some(&optin),
+        },
+        &s,
+    );
+    assert_eq!(reason(&sub), Some(SkipReason::NotAPod));
+}
+
+#[test]
+fn problems_carry_a_message() {
+    let s = settings();
+    let d = admit(
+        &fixture_pod("review-pod-unknown-profile.json"),
+        "team-a",
+        "CREATE",
+        &s,
+    );
+    let Decision::Skip {
+        detail: Some(detail),
+        ..
+    } = d
+    else {
+        panic!("unknown profile must explain itself: {d:?}")
+    };
+    assert!(detail.contains("does-not-exist"), "{detail}");
+}
+
+#[test]
+fn default_on_injects_unannotated_but_honours_opt_out() {
+    let mut s = settings();
+    s.inject_by_default = true;
+    let bare = fixture_pod("review-pod-no-annotations.json");
+    let Decision::Inject(plan) = admit(&bare, "team-a", "CREATE", &s) else {
+        panic!("default-on must inject")
+    };
+    let out = apply(&bare, &plan);
+    assert_eq!(whisperers(&out), 1);
+    let ann = out.metadata.annotations.expect("annotations created");
+    assert_eq!(ann.get(ANNOTATION_INJECTED), Some(&plan.marker));
+    let opted_out = fixture_pod("review-pod-opted-out.json");
+    assert_eq!(
+        reason(&admit(&opted_out, "team-a", "CREATE", &s)),
+        Some(SkipReason::OptedOut)
+    );
+}
+
+#[test]
+fn injects_sidecar_with_everything_the_profile_asks_for() {
+    let s = settings();
+    let pod = fixture_pod("review-pod-optin.json");
+    let Decision::Inject(plan) = admit(&pod, "team-a", "CREATE", &s) else {
+        panic!("opt-in pod must be injected")
+    };
+    assert_eq!(plan.placement, Placement::Sidecar);
+    let out = apply(&pod, &plan);
+    assert_eq!(whisperers(&out), 1);
+    let spec = out.spec.as_ref().expect("spec");
+    assert_eq!(spec.containers.len(), 2);
+    assert_eq!(
+        spec.containers[0].name, "checkout",
+        "app container stays first"
+    );
+    let w = &spec.containers[1];
+    let env: Vec<&str> = w.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    for want in [
+        ENV_POD_NAME,
+        ENV_POD_NAMESPACE,
+        ENV_PROFILE,
+        "WHISPERER_LOG",
+    ] {
+        assert!(env.contains(&want), "{want} in {env:?}");
+    }
+    let pod_name_env = w
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == ENV_POD_NAME)
+        .expect("env");
+    assert_eq!(
+        pod_name_env
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.name")
+    );
+    let volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        volumes,
+        ["config", "kube-api-access-x7k2p", "whisperer-captures"]
+    );
+    let aliases = spec.host_aliases.as_ref().expect("hostAliases created");
+    assert_eq!(aliases.len(), 2);
+    let ann = out.metadata.annotations.as_ref().expect("annotations");
+    assert!(ann[ANNOTATION_INJECTED].starts_with("profile=default,hash="));
+    assert_eq!(
+        ann["prometheus.io/scrape"], "true",
+        "other annotations untouched"
+    );
+    // Everything the pod had is still there, byte for byte.
+    let before =
+        serde_json::to_value(pod.spec.as_ref().expect("spec").containers[0].clone()).expect("json");
+    let after = serde_json::to_value(spec.containers[0].clone()).expect("json");
+    assert_eq!(before, after);
+}
+
+#[test]
+fn merges_host_aliases_and_keeps_init_containers() {
+    let s = settings();
+    let pod = fixture_pod("review-pod-hostaliases-init.json");
+    let Decision::Inject(plan) = admit(&pod, "team-a", "CREATE", &s) else {
+        panic!("inject")
+    };
+    let out = apply(&pod, &plan);
+    let spec = out.spec.as_ref().expect("spec");
+    let aliases: Vec<(String, Vec<String>)> = spec
+        .host_aliases
+        .iter()
+        .flatten()
+        .map(|a: &HostAlias| (a.ip.clone(), a.hostnames.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        aliases,
+        vec![
+            (
+                "10.96.0.50".to_string(),
+                vec![
+                    "whisperer-collector.whisperer-system".to_string(),
+                    "collector".to_string()
+                ]
+            ),
+            ("192.168.7.7".to_string(), vec!["legacy-db".to_string()]),
+            ("10.96.0.51".to_string(), vec!["whisperer-dns".to_string()]),
+        ],
+        "existing entry extended, no ip+hostname twice"
+    );
+    let inits: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(inits, ["migrate"]);
+    assert_eq!(whisperers(&out), 1);
+}
+
+#[test]
+fn job_pods_get_a_native_sidecar() {
+    let s = settings();
+    let pod = fixture_pod("review-job-pod.json");
+    let Decision::Inject(plan) = admit(&pod, "team-a", "CREATE", &s) else {
+        panic!("inject")
+    };
+    assert_eq!(plan.placement, Placement::NativeSidecar);
+    let out = apply(&pod, &plan);
+    let spec = out.spec.as_ref().expect("spec");
+    let init = spec
+        .init_containers
+        .as_ref()
+        .expect("init containers created");
+    assert_eq!(init[0].name, "whisperer");
+    assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
+    assert_eq!(spec.containers.len(), 1);
+}
+
+#[test]
+fn sidecar_mode_forces_either_form() {
+    let s = settings();
+    let job = with_annotation(
+        fixture_pod("review-job-pod.json"),
+        ANNOTATION_PROFILE,
+        "classic",
+    );
+    let Decision::Inject(plan) = admit(&job, "team-a", "CREATE", &s) else {
+        panic!("inject")
+    };
+    assert_eq!(plan.placement, Placement::Sidecar);
+    let with_init = with_annotation(
+        fixture_pod("review-pod-hostaliases-init.json"),
+        ANNOTATION_PROFILE,
+        "native",
+    );
+    let Decision::Inject(plan) = admit(&with_init, "team-a", "CREATE", &s) else {
+        panic!("inject")
+    };
+    assert_eq!(plan.placement, Placement::NativeSidecar);
+    let out = apply(&with_init, &plan);
+    let inits: Vec<&str> = out
+        .spec
+        .as_ref()
+        .expect("spec")
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        inits,
+        ["whisperer", "migrate"],
+        "native sidecar first, existing init kept"
+    );
+    assert_eq!(
+        config().profiles["native"].sidecar_mode,
+        SidecarMode::Native
+    );
+}
+
+#[test]
+fn name_conflicts_are_reported_not_doubled() {
+    let s = settings();
+    let mut pod = fixture_pod("review-pod-optin.json");
+    let mut extra = pod.spec.as_ref().expect("spec").containers[0].clone();
+    extra.name = "whisperer".into();
+    pod.spec.as_mut().expect("spec").containers.push(extra);
+    assert_eq!(
+        reason(&admit(&pod, "team-a", "CREATE", &s)),
+        Some(SkipReason::NameConflict)
+    );
+}
+
+#[test]
+fn patch_is_small_and_only_adds() {
+    let s = settings();
+    let small = fixture_pod("review-pod-optin.json");
+    let big = fixture_pod("review-pod-1500-env.json");
+    let size = |p: &Pod| {
+        let Decision::Inject(plan) = admit(p, "team-a", "CREATE", &s) else {
+            panic!("inject")
+        };
+        let ops = json_patch(p, &plan);
+        assert!(ops.iter().all(|o| o.op == "add"));
+        assert!(
+            !ops.iter().any(|o| o.path == "/spec/containers"),
+            "never replace containers"
+        );
+        serde_json::to_vec(&ops).expect("json").len()
+    };
+    assert_eq!(
+        size(&small),
+        size(&big),
+        "patch size does not grow with the pod"
+    );
+}
+
+#[test]
+fn annotation_key_is_escaped_in_pointer() {
+    let s = settings();
+    let pod = fixture_pod("review-pod-optin.json");
+    let Decision::Inject(plan) = admit(&pod, "team-a", "CREATE", &s) else {
+        panic!("inject")
+    };
+    let ops = json_patch(&pod, &plan);
+    assert!(ops
+        .iter()
+        .any(|o| o.path == "/metadata/annotations/whisperer.dev~1injected"));
+}
+
+#[test]
+fn marker_hash_is_stable_and_tracks_the_plan() {
+    let s = settings();
+    let pod = fixture_pod("review-pod-optin.json");
+    let marker = |p: &Pod, s: &Settings| match admit(p, "team-a", "CREATE", s) {
+        Decision::Inject(plan) => plan.marker,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(marker(&pod, &s), marker(&pod, &s));
+    let mut changed = config();
+    changed.profiles.get_mut("default").expect("default").image = "other:1".into();
+    let s2 = Settings::new(Arc::new(changed), "whisperer-system");
+    assert_ne!(marker(&pod, &s), marker(&pod, &s2));
+}
+
+fn running(mut pod: Pod, ns: &str) -> Pod {
+    pod.metadata.namespace = Some(ns.into());
+    pod.metadata.name = Some("checkout-7d9f8b6c5d-abcde".into());
+    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Running".into()),
+        ..Default::default()
+    });
+    pod
+}
+
+fn attach_subject<'a>(name: &'a str) -> AttachSubject<'a> {
+    AttachSubject {
+        attachment: name,
+        profile: None,
+        target_container: None,
+        deadline: Some("2026-11-22T15:00:00Z"),
+        expired: false,
+        generation: 1,
+        extra_env: &[],
+    }
+}
+
+#[test]
+fn attach_plans_an_ephemeral_container() {
+    let s = settings();
+    let pod = running(fixture_pod("review-pod-not-requested.json"), "team-a");
+    let Decision::Inject(plan) = decide_attach(&pod, &attach_subject("debug-checkout"), &s) else {
+        panic!("attach")
+    };
+    assert_eq!(plan.placement, Placement::Ephemeral);
+    assert_eq!(plan.target_container.as_deref(), Some("checkout"));
+    let ec = crate::render::ephemeral_container(&plan);
+    assert_eq!(ec.name, "whisperer-debug-checkout");
+    assert!(ec.resources.is_none() && ec.ports.is_none() && ec.liveness_probe.is_none());
+    assert!(
+        ec.volume_mounts.iter().flatten().next().is_none(),
+        "pod lacks the capture volume"
+    );
+    let env: BTreeMap<String, Option<String>> = ec
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    assert_eq!(env[ENV_ATTACHMENT].as_deref(), Some("debug-checkout"));
+    assert_eq!(env[ENV_DEADLINE].as_deref(), Some("2026-11-22T15:00:00Z"));
+    assert!(
+        !plan.warnings.is_empty(),
+        "dropped mount and hostAliases are reported"
+    );
+}
+
+#[test]
+fn attach_skips() {
+    let s = settings();
+    let base = running(fixture_pod("review-pod-not-requested.json"), "team-a");
+    let mut terminating = base.clone();
+    terminating.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-11-22T15:00:00Z".parse().expect("time"),
+        ));
+    let mut pending = base.clone();
+    pending.status = None;
+    let injected = with_annotation(base.clone(), ANNOTATION_INJECTED, "profile=default,hash=ab");
+    let mut attached = base.clone();
+    attached.spec.as_mut().expect("spec").ephemeral_containers =
+        Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+            name: "whisperer-a".into(),
+            ..Default::default()
+        }]);
+    let denied = running(fixture_pod("review-pod-not-requested.json"), "kube-system");
+    let subj = attach_subject("a");
+    let expired = AttachSubject {
+        expired: true,
+        ..subj
+    };
+    let missing = AttachSubject {
+        target_container: Some("nope"),
+        ..subj
+    };
+    let cases = [
+        (
+            "terminating",
+            decide_attach(&terminating, &subj, &s),
+            SkipReason::PodTerminating,
+        ),
+        (
+            "pending",
+            decide_attach(&pending, &subj, &s),
+            SkipReason::PodNotRunning,
+        ),
+        (
+            "webhook sidecar present",
+            decide_attach(&injected, &subj, &s),
+            SkipReason::AlreadyInjected,
+        ),
+        (
+            "already attached",
+            decide_attach(&attached, &subj, &s),
+            SkipReason::AlreadyAttached,
+        ),
+        (
+            "denied namespace",
+            decide_attach(&denied, &subj, &s),
+            SkipReason::NamespaceDenied,
+        ),
+        (
+            "expired",
+            decide_attach(&base, &expired, &s),
+            SkipReason::Expired,
+        ),
+        (
+            "target missing",
+            decide_attach(&base, &missing, &s),
+            SkipReason::TargetContainerMissing,
+        ),
+    ];
+    for (name, d, want) in cases {
+        assert_eq!(reason(&d), Some(want), "{name}: {d:?}");
+    }
+    let next_gen = AttachSubject {
+        generation: 2,
+        ..subj
+    };
+    assert!(matches!(
+        decide_attach(&attached, &next_gen, &s),
+        Decision::Inject(_)
+    ));
+}
+
+#[test]
+fn ephemeral_names_are_unique_and_bounded() {
+    assert_eq!(ephemeral_container_name("a", 1), "whisperer-a");
+    assert_eq!(ephemeral_container_name("a", 3), "whisperer-a-3");
+    let long_a = "x".repeat(60) + "-a";
+    let long_b = "x".repeat(60) + "-b";
+    for g in [1, 2, 99] {
+        let a = ephemeral_container_name(&long_a, g);
+        let b = ephemeral_container_name(&long_b, g);
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(crate::config::is_dns_label(&a), "{a}");
+    }
+}
+
+#[test]
+fn skip_reason_names_are_unique() {
+    let names: std::collections::HashSet<&str> =
+        SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names.len(), SkipReason::ALL.len());
+}

@@ -1,0 +1,17 @@
+//! whisperer-injector: puts the Whisperer capture agent next to Kubernetes workloads,
+//! declaratively (mutating admission webhook) or at runtime (ephemeral containers).
+//!
+//! `engine` and `render` are pure; everything that touches a socket or the API server is a
+//! thin layer around them.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod engine;
+pub mod metrics;
+pub mod reconciler;
+pub mod reload;
+pub mod render;
+pub mod tls;
+pub mod webhook;

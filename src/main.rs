@@ -1,0 +1,62 @@
+use anyhow::Context;
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+use whisperer_injector::app::start_webhook;
+use whisperer_injector::cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).context("--log is not a valid filter")?;
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let running = start_webhook(&args, Registry::default()).await?;
+            if let Some(ca) = &running.generated_ca {
+                println!(
+                    "# No --tls-cert/--tls-key: serving a self-signed certificate for localhost."
+                );
+                println!("# Trust this CA to call https://{}/mutate:", running.addr);
+                println!("{ca}");
+            }
+            tracing::info!(addr = %running.addr, "webhook listening");
+            shutdown_signal().await;
+            tracing::info!("signal received, shutting down");
+            running.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

@@ -1,0 +1,55 @@
+//! Watches files by content. Kubernetes updates Secret and ConfigMap volumes by swapping a
+//! `..data` symlink, so inotify events are unreliable; comparing contents on a short
+//! interval is simple and always right.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Calls `on_change` with the files' contents whenever any of them changes (and not for the
+/// contents seen at start). Unreadable files are retried on the next tick.
+pub async fn watch_files<F>(paths: Vec<PathBuf>, interval: Duration, mut on_change: F)
+where
+    F: FnMut(Vec<Vec<u8>>) + Send,
+{
+    let mut last = digest(&read_all(&paths).await);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let contents = read_all(&paths).await;
+        let now = digest(&contents);
+        if now.is_some() && now != last {
+            last = now;
+            if let Some(contents) = contents {
+                on_change(contents);
+            }
+        }
+    }
+}
+
+async fn read_all(paths: &[PathBuf]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        match tokio::fs::read(p).await {
+            Ok(bytes) => out.push(bytes),
+            Err(e) => {
+                tracing::warn!(path = %p.display(), error = %e, "cannot read watched file");
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn digest(contents: &Option<Vec<Vec<u8>>>) -> Option<Vec<u8>> {
+    contents.as_ref().map(|files| {
+        let mut h = Sha256::new();
+        for f in files {
+            h.update((f.len() as u64).to_le_bytes());
+            h.update(f);
+        }
+        h.finalize().to_vec()
+    })
+}

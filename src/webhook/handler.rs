@@ -1,0 +1,229 @@
+//! Routes: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, Limited};
+use k8s_openapi::api::core::v1::Pod;
+use prometheus_client::registry::Registry;
+
+use super::error::{json_error, ReviewError};
+use super::review::{ResponseOut, ReviewIn, API_VERSION};
+use crate::engine::{decide_admission, AdmissionSubject, Decision, Settings};
+use crate::metrics::{Outcome, RequestLabels, WebhookMetrics};
+use crate::render::json_patch;
+
+/// Requests above this are refused with 413 before they are parsed. kube-apiserver caps
+/// objects at 3 MiB in etcd, so a real review is always far below it.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+pub struct WebhookState {
+    pub settings: ArcSwap<Settings>,
+    pub metrics: WebhookMetrics,
+    pub registry: Registry,
+    /// False until the server can answer and again once shutdown starts.
+    pub ready: AtomicBool,
+}
+
+impl WebhookState {
+    pub fn new(settings: Settings, mut registry: Registry) -> Arc<WebhookState> {
+        let metrics = WebhookMetrics::new(&mut registry);
+        Arc::new(WebhookState {
+            settings: ArcSwap::from_pointee(settings),
+            metrics,
+            registry,
+            ready: AtomicBool::new(false),
+        })
+    }
+}
+
+pub fn router(state: Arc<WebhookState>, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate).fallback(method_not_allowed))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            deadline(req, next, request_timeout)
+        }))
+        .with_state(state)
+}
+
+/// A slow or stalled client never holds a request past the deadline.
+async fn deadline(req: Request, next: Next, limit: Duration) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            &format!("request not completed within {limit:?}"),
+        ),
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        "/mutate accepts POST with an AdmissionReview",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
+async fn readyz(State(st): State<Arc<WebhookState>>) -> Response {
+    if st.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        json_error(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "not ready")
+    }
+}
+
+async fn metrics(State(st): State<Arc<WebhookState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::encode(&st.registry),
+    )
+        .into_response()
+}
+
+async fn mutate(State(st): State<Arc<WebhookState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let (labels, resp) = match review(&st, &headers, body).await {
+        Ok((labels, bytes)) => (
+            labels,
+            ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        ),
+        Err(e) => {
+            tracing::info!(error = %e, "rejected admission request");
+            (
+                RequestLabels {
+                    outcome: Outcome::rejected,
+                    reason: e.kind(),
+                },
+                e.into_response(),
+            )
+        }
+    };
+    st.metrics.requests.get_or_create(&labels).inc();
+    st.metrics.latency.observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn review(
+    st: &WebhookState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(RequestLabels, Vec<u8>), ReviewError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Err(ReviewError::ContentType(ct.to_string()));
+    }
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ReviewError::TooLarge(MAX_BODY_BYTES)
+            } else {
+                ReviewError::Body(e.to_string())
+            }
+        })?
+        .to_bytes();
+
+    let review: ReviewIn<'_> =
+        serde_json::from_slice(&bytes).map_err(|e| ReviewError::Json(e.to_string()))?;
+    match review.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        other => return Err(ReviewError::ApiVersion(other.unwrap_or("").to_string())),
+    }
+    match review.kind.as_deref() {
+        Some("AdmissionReview") => {}
+        other => return Err(ReviewError::Kind(other.unwrap_or("").to_string())),
+    }
+    let req = review.request.ok_or(ReviewError::NoRequest)?;
+    let uid = match req.uid.as_deref() {
+        Some(u) if !u.is_empty() => u,
+        _ => return Err(ReviewError::NoUid),
+    };
+    let is_pod_kind = req.kind.group.is_empty() && req.kind.kind == "Pod";
+    let pod: Option<Pod> = match (is_pod_kind, req.object) {
+        (true, Some(raw)) => {
+            Some(serde_json::from_str(raw.get()).map_err(|e| ReviewError::BadPod(e.to_string()))?)
+        }
+        (true, None) if req.operation.as_deref() == Some("CREATE") => {
+            return Err(ReviewError::BadPod("request.object is missing".into()))
+        }
+        _ => None,
+    };
+
+    let settings = st.settings.load();
+    let subject = AdmissionSubject {
+        operation: req.operation.as_deref().unwrap_or(""),
+        group: &req.kind.group,
+        version: &req.kind.version,
+        kind: &req.kind.kind,
+        sub_resource: req.sub_resource.as_deref(),
+        namespace: &req.namespace,
+        pod: pod.as_ref(),
+    };
+    let decision = decide_admission(&subject, &settings);
+    let mut out = ResponseOut::allow(uid);
+    let labels = match &decision {
+        Decision::Inject(plan) => {
+            // `pod` is Some whenever the engine planned an injection.
+            let ops = pod
+                .as_ref()
+                .map(|p| json_patch(p, plan))
+                .unwrap_or_default();
+            let patch = serde_json::to_vec(&ops).map_err(|e| ReviewError::Body(e.to_string()))?;
+            out = out.with_patch(&patch);
+            out.warnings
+                .extend(plan.warnings.iter().map(|w| format!("whisperer: {w}")));
+            out.audit_annotations
+                .push(("injected", plan.marker.clone()));
+            tracing::debug!(uid, namespace = %req.namespace, profile = %plan.profile, dry_run = req.dry_run, "injected");
+            RequestLabels {
+                outcome: Outcome::injected,
+                reason: "none",
+            }
+        }
+        Decision::Skip { reason, detail } => {
+            if let Some(detail) = detail {
+                out.warnings
+                    .push(format!("whisperer: not injected ({reason}): {detail}"));
+            }
+            out.audit_annotations
+                .push(("skip-reason", reason.as_str().to_string()));
+            tracing::debug!(uid, namespace = %req.namespace, %reason, "skipped");
+            RequestLabels {
+                outcome: Outcome::skipped,
+                reason: reason.as_str(),
+            }
+        }
+    };
+    let body =
+        serde_json::to_vec(&out.into_review()).map_err(|e| ReviewError::Body(e.to_string()))?;
+    Ok((labels, body))
+}

@@ -1,0 +1,11 @@
+//! The HTTPS admission server: an axum router around the pure engine and renderer.
+
+mod error;
+mod handler;
+mod review;
+pub(crate) mod server;
+
+pub use error::ReviewError;
+pub use handler::{router, WebhookState, MAX_BODY_BYTES};
+pub use review::API_VERSION;
+pub use server::{serve, ServeError, ServerOptions};

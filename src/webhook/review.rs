@@ -1,0 +1,111 @@
+//! `admission.k8s.io/v1` AdmissionReview, read leniently enough to name what is wrong and
+//! written exactly as kube-apiserver expects.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewIn<'a> {
+    #[serde(borrow)]
+    pub api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub request: Option<RequestIn<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupVersionKind<'a> {
+    #[serde(default, borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestIn<'a> {
+    #[serde(borrow)]
+    pub uid: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub kind: GroupVersionKind<'a>,
+    #[serde(borrow)]
+    pub sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    pub operation: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub object: Option<&'a RawValue>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewOut<'a> {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub response: ResponseOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseOut<'a> {
+    pub uid: &'a str,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// base64 of the JSON patch: the API's `[]byte` encoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "audit_map")]
+    pub audit_annotations: Vec<(&'static str, String)>,
+}
+
+fn audit_map<S: serde::Serializer>(v: &[(&'static str, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (k, val) in v {
+        m.serialize_entry(k, val)?;
+    }
+    m.end()
+}
+
+impl<'a> ResponseOut<'a> {
+    pub fn allow(uid: &'a str) -> Self {
+        ResponseOut {
+            uid,
+            allowed: true,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            audit_annotations: Vec::new(),
+        }
+    }
+
+    pub fn with_patch(mut self, patch_json: &[u8]) -> Self {
+        self.patch_type = Some("JSONPatch");
+        self.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch_json));
+        self
+    }
+
+    pub fn into_review(self) -> ReviewOut<'a> {
+        ReviewOut {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response: self,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Shared helpers for integration tests: `mod support;` in a test file.
+//!
+//! The local Kubernetes control plane (etcd + kube-apiserver, optionally
+//! kube-controller-manager) lives in [`controlplane`]; see tests/README.md.
+
+// Each integration test binary uses a different subset of these helpers.
+#![allow(dead_code, unused_imports)]
+
+pub mod certs;
+pub mod controlplane;
+
+pub use controlplane::{binary_dir, free_port, poll_until, ControlPlane, KUBERNETES_VERSION};
