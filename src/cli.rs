@@ -67,4 +67,6 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub reconciler: crate::reconciler::ReconcilerArgs,
 }

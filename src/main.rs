@@ -1,8 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
-use whisperer_injector::app::start_webhook;
 use whisperer_injector::cli::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
@@ -26,7 +24,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let running = start_webhook(&args, Registry::default()).await?;
+            let running = whisperer_injector::app::start(&args).await?;
             if let Some(ca) = &running.generated_ca {
                 println!(
                     "# No --tls-cert/--tls-key: serving a self-signed certificate for localhost."

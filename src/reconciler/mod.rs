@@ -1,1 +1,6 @@
-//! placeholder, filled in by its issue
+//! Runtime attachment: the `Attachment` custom resource and its ephemeral-container
+//! reconciler. (Being built; see issue 5.)
+
+mod args;
+
+pub use args::ReconcilerArgs;

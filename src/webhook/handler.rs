@@ -26,19 +26,21 @@ use crate::render::json_patch;
 /// objects at 3 MiB in etcd, so a real review is always far below it.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// Settings shared by every component and swapped whole when the config file changes.
+pub type SharedSettings = Arc<ArcSwap<Settings>>;
+
 pub struct WebhookState {
-    pub settings: ArcSwap<Settings>,
+    pub settings: SharedSettings,
     pub metrics: WebhookMetrics,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// False until the server can answer and again once shutdown starts.
     pub ready: AtomicBool,
 }
 
 impl WebhookState {
-    pub fn new(settings: Settings, mut registry: Registry) -> Arc<WebhookState> {
-        let metrics = WebhookMetrics::new(&mut registry);
+    pub fn new(settings: SharedSettings, metrics: WebhookMetrics, registry: Arc<Registry>) -> Arc<WebhookState> {
         Arc::new(WebhookState {
-            settings: ArcSwap::from_pointee(settings),
+            settings,
             metrics,
             registry,
             ready: AtomicBool::new(false),

@@ -6,6 +6,6 @@ mod review;
 pub(crate) mod server;
 
 pub use error::ReviewError;
-pub use handler::{router, WebhookState, MAX_BODY_BYTES};
+pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
 pub use review::API_VERSION;
 pub use server::{serve, ServeError, ServerOptions};

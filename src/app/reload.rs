@@ -1,0 +1,71 @@
+//! Config and certificate reloads: a bad new file is logged and counted, and whatever was
+//! loaded before stays in force.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::cli::ServeArgs;
+use crate::config::{Config, ConfigError};
+use crate::metrics::ReloadKind;
+use crate::tls::{self, SwappableCert};
+use crate::webhook::WebhookState;
+
+pub fn certificate(
+    cert: PathBuf,
+    key: PathBuf,
+    resolver: Arc<SwappableCert>,
+    state: Arc<WebhookState>,
+    interval: Duration,
+) -> JoinHandle<()> {
+    let paths = vec![cert.clone(), key.clone()];
+    tokio::spawn(crate::reload::watch_files(paths, interval, move |files| {
+        let parsed = tls::parse_pem(
+            &files[0],
+            &files[1],
+            &cert.display().to_string(),
+            &key.display().to_string(),
+        );
+        match parsed {
+            Ok(loaded) => {
+                resolver.swap(loaded.key);
+                if let Some(t) = loaded.not_after {
+                    state.metrics.cert_expiry.set(t);
+                }
+                state.metrics.reload(ReloadKind::certificate, true);
+                tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+            }
+            Err(e) => {
+                // Often a half-written pair: the next tick sees both files updated.
+                state.metrics.reload(ReloadKind::certificate, false);
+                tracing::error!(error = %e, "new certificate rejected; still serving the previous one");
+            }
+        }
+    }))
+}
+
+pub fn config(path: PathBuf, state: Arc<WebhookState>, args: ServeArgs) -> JoinHandle<()> {
+    let interval = args.reload_interval;
+    tokio::spawn(crate::reload::watch_files(vec![path.clone()], interval, move |files| {
+        let origin = path.display().to_string();
+        let parsed = std::str::from_utf8(&files[0])
+            .map_err(|e| ConfigError::Parse {
+                path: origin.clone(),
+                message: e.to_string(),
+            })
+            .and_then(|text| Config::parse(text, &origin));
+        match parsed {
+            Ok(cfg) => {
+                state.settings.store(Arc::new(super::settings_for(cfg, &args)));
+                state.metrics.reload(ReloadKind::config, true);
+                tracing::info!(config = %origin, "config reloaded");
+            }
+            Err(e) => {
+                state.metrics.reload(ReloadKind::config, false);
+                tracing::error!(error = %e, "new config rejected; the last good config stays in force");
+            }
+        }
+    }))
+}
