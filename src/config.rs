@@ -96,12 +96,11 @@ pub struct Profile {
     pub host_aliases: Vec<HostAlias>,
     #[serde(default)]
     pub sidecar_mode: SidecarMode,
-    /// Upper bound for a runtime attachment's time-to-live (e.g. `24h`).
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// Upper bound for a runtime attachment's time-to-live, as written (e.g. `24h`).
+    #[serde(default, rename = "maxTtl", skip_serializing_if = "Option::is_none")]
+    pub max_ttl_text: Option<String>,
+    /// `maxTtl` parsed; filled in by [`Config::parse`].
+    #[serde(skip)]
     pub max_ttl: Option<Duration>,
     /// Empty: any namespace the global policy allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -113,24 +112,6 @@ impl Profile {
         self.container_name
             .as_deref()
             .unwrap_or(DEFAULT_CONTAINER_NAME)
-    }
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = Option::<String>::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }
 
@@ -147,6 +128,7 @@ impl Default for Config {
                 }),
                 ..Default::default()
             }),
+            max_ttl_text: Some("24h".into()),
             max_ttl: Some(Duration::from_secs(24 * 3600)),
             ..Default::default()
         };
@@ -169,11 +151,21 @@ impl Config {
 
     /// Parses and validates; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
         cfg.validate(origin)?;
+        for (name, p) in cfg.profiles.iter_mut() {
+            p.max_ttl = match &p.max_ttl_text {
+                Some(t) => Some(humantime::parse_duration(t).map_err(|e| ConfigError::Invalid {
+                    path: origin.to_string(),
+                    field: format!("profiles.{name}.maxTtl"),
+                    message: format!("{t:?} is not a duration like 30m or 24h: {e}"),
+                })?),
+                None => None,
+            };
+        }
         Ok(cfg)
     }
 

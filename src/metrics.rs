@@ -48,6 +48,7 @@ pub struct ReloadLabels {
 pub struct WebhookMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Histogram,
+    pub in_flight: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
     pub cert_expiry: Gauge,
 }
@@ -58,6 +59,7 @@ impl WebhookMetrics {
             requests: Family::default(),
             // 50µs .. ~0.4s
             latency: Histogram::new(exponential_buckets(0.00005, 2.0, 14)),
+            in_flight: Gauge::default(),
             reloads: Family::default(),
             cert_expiry: Gauge::default(),
         };
@@ -70,6 +72,11 @@ impl WebhookMetrics {
             "whisperer_webhook_request_duration_seconds",
             "Time to answer an admission request, body read included",
             m.latency.clone(),
+        );
+        registry.register(
+            "whisperer_webhook_requests_in_flight",
+            "Admission requests being answered right now",
+            m.in_flight.clone(),
         );
         registry.register(
             "whisperer_reloads",
@@ -101,4 +108,20 @@ pub fn encode(registry: &Registry) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
+}
+
+/// Counts one in-flight request for as long as it lives, even if a deadline drops it.
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    pub fn start(g: &Gauge) -> InFlight {
+        g.inc();
+        InFlight(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use support::{poll_until, ControlPlane, KUBERNETES_VERSION};
@@ -100,7 +100,15 @@ async fn pods_stay_pending_until_the_test_writes_status_like_a_kubelet() {
     let status = read.status.expect("status");
     assert_eq!(status.phase.as_deref(), Some("Running"));
     assert_eq!(status.pod_ip.as_deref(), Some("10.244.0.7"));
-    assert_eq!(status.host_ip.as_deref(), Some("10.255.0.1"));
+    assert_eq!(
+        status.host_ip.as_deref(),
+        Some(support::controlplane::HOST_IP)
+    );
+    let node = Api::<Node>::all(cp.client())
+        .get("node-a")
+        .await
+        .expect("the node the pod is bound to is registered");
+    assert!(node.status.and_then(|s| s.conditions).is_some());
     let ready = status
         .container_statuses
         .unwrap_or_default()
@@ -151,6 +159,13 @@ async fn controllers_run_deployments_and_drop_leaves_no_process() {
     })
     .await;
     assert!(names.iter().all(|n| n.starts_with("web-")), "{names:?}");
+    let running = cp
+        .mark_pod_running(&ns, &names[0], "node-b", "10.244.1.2")
+        .await;
+    assert_eq!(
+        running.status.and_then(|s| s.pod_ip).as_deref(),
+        Some("10.244.1.2")
+    );
 
     let pids = cp.pids();
     assert_eq!(
@@ -166,6 +181,32 @@ async fn controllers_run_deployments_and_drop_leaves_no_process() {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
             "process {pid} survived ControlPlane::drop"
+        );
+    }
+}
+
+#[test]
+fn a_panicking_test_still_stops_its_plane() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let outcome = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let cp = ControlPlane::start().await;
+            tx.send(cp.pids()).expect("send pids");
+            panic!("deliberate test failure");
+        })
+    })
+    .join();
+    assert!(outcome.is_err(), "the thread panicked");
+    let pids = rx.recv().expect("pids were sent before the panic");
+    assert_eq!(pids.len(), 2, "etcd and kube-apiserver");
+    for pid in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} survived a panic"
         );
     }
 }

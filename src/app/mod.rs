@@ -110,12 +110,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     }
 
     let listener = webhook::server::bind(args.listen).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: args.listen,
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: args.listen,
+        source,
+    })?;
     let router = webhook::router(state.clone(), args.request_timeout);
     let opts = ServerOptions {
         h2_max_concurrent_streams: args.h2_max_concurrent_streams,

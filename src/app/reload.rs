@@ -48,24 +48,30 @@ pub fn certificate(
 
 pub fn config(path: PathBuf, state: Arc<WebhookState>, args: ServeArgs) -> JoinHandle<()> {
     let interval = args.reload_interval;
-    tokio::spawn(crate::reload::watch_files(vec![path.clone()], interval, move |files| {
-        let origin = path.display().to_string();
-        let parsed = std::str::from_utf8(&files[0])
-            .map_err(|e| ConfigError::Parse {
-                path: origin.clone(),
-                message: e.to_string(),
-            })
-            .and_then(|text| Config::parse(text, &origin));
-        match parsed {
-            Ok(cfg) => {
-                state.settings.store(Arc::new(super::settings_for(cfg, &args)));
-                state.metrics.reload(ReloadKind::config, true);
-                tracing::info!(config = %origin, "config reloaded");
+    tokio::spawn(crate::reload::watch_files(
+        vec![path.clone()],
+        interval,
+        move |files| {
+            let origin = path.display().to_string();
+            let parsed = std::str::from_utf8(&files[0])
+                .map_err(|e| ConfigError::Parse {
+                    path: origin.clone(),
+                    message: e.to_string(),
+                })
+                .and_then(|text| Config::parse(text, &origin));
+            match parsed {
+                Ok(cfg) => {
+                    state
+                        .settings
+                        .store(Arc::new(super::settings_for(cfg, &args)));
+                    state.metrics.reload(ReloadKind::config, true);
+                    tracing::info!(config = %origin, "config reloaded");
+                }
+                Err(e) => {
+                    state.metrics.reload(ReloadKind::config, false);
+                    tracing::error!(error = %e, "new config rejected; the last good config stays in force");
+                }
             }
-            Err(e) => {
-                state.metrics.reload(ReloadKind::config, false);
-                tracing::error!(error = %e, "new config rejected; the last good config stays in force");
-            }
-        }
-    }))
+        },
+    ))
 }

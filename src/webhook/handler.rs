@@ -17,9 +17,9 @@ use k8s_openapi::api::core::v1::Pod;
 use prometheus_client::registry::Registry;
 
 use super::error::{json_error, ReviewError};
-use super::review::{ResponseOut, ReviewIn, API_VERSION};
+use super::review::{nesting_exceeds, ResponseOut, ReviewIn, API_VERSION, MAX_NESTING};
 use crate::engine::{decide_admission, AdmissionSubject, Decision, Settings};
-use crate::metrics::{Outcome, RequestLabels, WebhookMetrics};
+use crate::metrics::{InFlight, Outcome, RequestLabels, WebhookMetrics};
 use crate::render::json_patch;
 
 /// Requests above this are refused with 413 before they are parsed. kube-apiserver caps
@@ -38,7 +38,11 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
-    pub fn new(settings: SharedSettings, metrics: WebhookMetrics, registry: Arc<Registry>) -> Arc<WebhookState> {
+    pub fn new(
+        settings: SharedSettings,
+        metrics: WebhookMetrics,
+        registry: Arc<Registry>,
+    ) -> Arc<WebhookState> {
         Arc::new(WebhookState {
             settings,
             metrics,
@@ -105,6 +109,7 @@ async fn metrics(State(st): State<Arc<WebhookState>>) -> Response {
 
 async fn mutate(State(st): State<Arc<WebhookState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    let _in_flight = InFlight::start(&st.metrics.in_flight);
     let (labels, resp) = match review(&st, &headers, body).await {
         Ok((labels, bytes)) => (
             labels,
@@ -154,6 +159,11 @@ async fn review(
         })?
         .to_bytes();
 
+    if nesting_exceeds(&bytes, MAX_NESTING) {
+        return Err(ReviewError::Json(format!(
+            "nesting deeper than {MAX_NESTING} levels"
+        )));
+    }
     let review: ReviewIn<'_> =
         serde_json::from_slice(&bytes).map_err(|e| ReviewError::Json(e.to_string()))?;
     match review.api_version.as_deref() {

@@ -109,3 +109,52 @@ impl<'a> ResponseOut<'a> {
         }
     }
 }
+
+/// Deepest `{`/`[` nesting allowed anywhere in a review. A real pod review nests about 20
+/// levels (managedFields being the deepest part); this bounds the work any body can cause,
+/// including inside fields a typed parse would skip.
+pub const MAX_NESTING: usize = 100;
+
+/// True when the JSON text nests deeper than `max`. One linear pass; strings (with escapes)
+/// are skipped so brackets inside them do not count.
+pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting() {
+        assert!(!nesting_exceeds(br#"{"a":[{"b":"[[[[[[[["}]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!nesting_exceeds(br#"{"s":"\"{{{{"}"#, 1));
+        assert!(nesting_exceeds(&[b'['; 101], MAX_NESTING));
+    }
+}

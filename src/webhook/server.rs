@@ -72,7 +72,10 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(opts.h2_max_concurrent_streams);
-    let builder = Arc::new(builder);
+    // ALPN decides the protocol, so no connection sits in a "which protocol?" state that a
+    // shutdown would cancel.
+    let h1 = Arc::new(builder.clone().http1_only());
+    let h2 = Arc::new(builder.http2_only());
     let graceful = GracefulShutdown::new();
     let service = TowerToHyperService::new(router);
     state.ready.store(true, Ordering::Relaxed);
@@ -93,7 +96,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let builder = builder.clone();
+        let (h1, h2) = (h1.clone(), h2.clone());
         let service = service.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = opts.handshake_timeout;
@@ -109,6 +112,8 @@ pub async fn serve(
                     return;
                 }
             };
+            let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = if is_h2 { h2 } else { h1 };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

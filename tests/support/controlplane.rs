@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustix::process::{kill_process, Pid, Signal};
@@ -30,6 +30,8 @@ pub const KUBERNETES_VERSION: &str = "v1.35.4";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const START_ATTEMPTS: usize = 3;
+/// Host IP of every node registered by the harness.
+pub const HOST_IP: &str = "10.255.0.1";
 
 /// Where the binaries are: `$WHISPERER_CP_BIN` if set, else
 /// `${WHISPERER_CP_CACHE:-<repo>/target/controlplane}/<version>/` (what
@@ -198,6 +200,10 @@ impl ControlPlane {
     }
 
     async fn start_inner(with_controllers: bool) -> ControlPlane {
+        // Test builds link rustls with both `ring` (kube, the product) and
+        // `aws-lc-rs` (reqwest's default), so rustls cannot pick a process
+        // default by itself; kube's client needs one. Ignore "already set".
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let mut plane = ControlPlane::prepare();
@@ -292,6 +298,7 @@ impl ControlPlane {
     }
 
     async fn boot(&mut self, with_controllers: bool) -> Result<(), StartError> {
+        let t0 = Instant::now();
         let pki = Pki::generate();
         let ca = self.write("ca.crt", &pki.ca_cert);
         let ca_key = self.write("ca.key", &pki.ca_key);
@@ -321,6 +328,7 @@ impl ControlPlane {
         self.procs.push(Proc::spawn("etcd", &etcd_args, &dir));
         self.wait_ready("etcd /health", || etcd_healthy(etcd_client))
             .await?;
+        let t_etcd = t0.elapsed();
 
         // kube-apiserver: the flags envtest uses, plus what makes it closer to
         // a real cluster (see tests/README.md).
@@ -350,6 +358,14 @@ impl ControlPlane {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
             format!("--service-account-key-file={sa_pub}"),
             format!("--service-account-signing-key-file={sa_key}"),
+            // Front-proxy (aggregation) client CA, as kubeadm sets it: the
+            // apiserver publishes it in kube-system/extension-apiserver-authentication,
+            // which kube-controller-manager's delegated authentication reads.
+            format!("--requestheader-client-ca-file={ca}"),
+            "--requestheader-allowed-names=front-proxy-client".to_string(),
+            "--requestheader-username-headers=X-Remote-User".to_string(),
+            "--requestheader-group-headers=X-Remote-Group".to_string(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
             "--profiling=false".to_string(),
         ];
         self.procs
@@ -369,6 +385,7 @@ impl ControlPlane {
         })
         .await?;
 
+        let t_apiserver = t0.elapsed();
         if with_controllers {
             let kcm_port = free_port();
             let kcm_args = vec![
@@ -403,6 +420,17 @@ impl ControlPlane {
             })
             .await?;
         }
+        // Shown with the output of failing tests (and with --nocapture).
+        eprintln!(
+            "control plane {} up in {:.1?} (etcd {t_etcd:.1?}, kube-apiserver {t_apiserver:.1?}{})",
+            self.server_url(),
+            t0.elapsed(),
+            if with_controllers {
+                ", + kube-controller-manager"
+            } else {
+                ""
+            },
+        );
         Ok(())
     }
 
@@ -477,9 +505,51 @@ impl ControlPlane {
         name
     }
 
-    /// Does what the scheduler and a kubelet would: binds the pod to `node`
-    /// (unless already bound) and writes a `Running` status with `pod_ip`,
-    /// a host IP, `Ready` conditions and running container statuses.
+    /// Registers a `Ready` Node named `node` (host IP 10.255.0.1) unless it
+    /// exists, as a kubelet would. Nothing heartbeats it: with
+    /// kube-controller-manager running, the node lifecycle controller marks
+    /// it `Unknown` after its grace period (about 50 s), which is longer
+    /// than a test. Without the Node object, the pod GC controller would
+    /// delete pods bound to it after 40 s.
+    pub async fn register_node(&self, node: &str) {
+        let nodes = Api::<Node>::all(self.client());
+        let object = Node {
+            metadata: ObjectMeta {
+                name: Some(node.to_string()),
+                labels: Some([("kubernetes.io/hostname".to_string(), node.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match nodes.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => return,
+            Err(e) => panic!("create node {node}: {e}"),
+        }
+        let now = now_rfc3339();
+        let status = json!({
+            "status": {
+                "conditions": [{
+                    "type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status (written by the test harness)",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now,
+                }],
+                "addresses": [
+                    { "type": "InternalIP", "address": HOST_IP },
+                    { "type": "Hostname", "address": node },
+                ],
+            }
+        });
+        nodes
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap_or_else(|e| panic!("write status of node {node}: {e}"));
+    }
+
+    /// Does what the scheduler and a kubelet would: registers `node` (see
+    /// [`Self::register_node`]), binds the pod to it (unless already bound)
+    /// and writes a `Running` status with `pod_ip`, host IP 10.255.0.1,
+    /// `Ready` conditions and running container statuses.
     pub async fn mark_pod_running(
         &self,
         namespace: &str,
@@ -487,6 +557,7 @@ impl ControlPlane {
         node: &str,
         pod_ip: &str,
     ) -> Pod {
+        self.register_node(node).await;
         let pods = Api::<Pod>::namespaced(self.client(), namespace);
         let pod = pods
             .get(name)
@@ -513,11 +584,8 @@ impl ControlPlane {
             .await
             .unwrap_or_else(|e| panic!("bind pod {namespace}/{name} to {node}: {e}"));
         }
-        let now = k8s_openapi::jiff::Timestamp::now()
-            .round(k8s_openapi::jiff::Unit::Second)
-            .expect("round timestamp")
-            .to_string();
-        let host_ip = "10.255.0.1";
+        let now = now_rfc3339();
+        let host_ip = HOST_IP;
         let statuses: Vec<_> = pod
             .spec
             .as_ref()
@@ -570,14 +638,11 @@ impl Drop for ControlPlane {
                 );
             }
         }
-        // Stop everything at once; a clean stop takes about a second, the
-        // grace period bounds it.
+        // Stop in reverse start order, each before the next: kube-apiserver
+        // cleans up its lease in etcd on SIGTERM and hangs if etcd is gone.
         for p in self.procs.iter_mut().rev() {
             p.terminate();
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        for p in self.procs.iter_mut().rev() {
-            p.reap(deadline);
+            p.reap(Instant::now() + STOP_GRACE);
         }
         if let Some(dir) = self.dir.take() {
             if std::env::var_os("WHISPERER_CP_KEEP").is_some() {
@@ -610,6 +675,13 @@ async fn etcd_healthy(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(2), probe).await,
         Ok(Some(true))
     )
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .expect("round timestamp")
+        .to_string()
 }
 
 fn kubeconfig_yaml(server: &str, pki: &Pki) -> String {
