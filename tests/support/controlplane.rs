@@ -326,8 +326,6 @@ impl ControlPlane {
             "--log-level=warn".to_string(),
         ];
         self.procs.push(Proc::spawn("etcd", &etcd_args, &dir));
-        self.wait_ready("etcd /health", || etcd_healthy(etcd_client))
-            .await?;
         let t_etcd = t0.elapsed();
 
         // kube-apiserver: the flags envtest uses, plus what makes it closer to
