@@ -158,11 +158,15 @@ impl Config {
         cfg.validate(origin)?;
         for (name, p) in cfg.profiles.iter_mut() {
             p.max_ttl = match &p.max_ttl_text {
-                Some(t) => Some(humantime::parse_duration(t).map_err(|e| ConfigError::Invalid {
-                    path: origin.to_string(),
-                    field: format!("profiles.{name}.maxTtl"),
-                    message: format!("{t:?} is not a duration like 30m or 24h: {e}"),
-                })?),
+                Some(t) => {
+                    Some(
+                        humantime::parse_duration(t).map_err(|e| ConfigError::Invalid {
+                            path: origin.to_string(),
+                            field: format!("profiles.{name}.maxTtl"),
+                            message: format!("{t:?} is not a duration like 30m or 24h: {e}"),
+                        })?,
+                    )
+                }
                 None => None,
             };
         }

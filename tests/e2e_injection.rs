@@ -36,78 +36,149 @@ async fn injects_through_the_api_server() {
     let pp = PostParams::default();
 
     // Opted in, enabled namespace: sidecar, hostAliases, marker.
-    let stored = pods_on.create(&pp, &pod("opted-in", true)).await.expect("create");
+    let stored = pods_on
+        .create(&pp, &pod("opted-in", true))
+        .await
+        .expect("create");
     assert!(has_whisperer(&stored));
     let spec = stored.spec.as_ref().expect("spec");
     assert_eq!(spec.containers[0].name, "app");
-    assert_eq!(spec.containers[1].image.as_deref(), Some("ghcr.io/whisperer-dev/whisperer:v0.1.0"));
+    assert_eq!(
+        spec.containers[1].image.as_deref(),
+        Some("ghcr.io/whisperer-dev/whisperer:v0.1.0")
+    );
     assert_eq!(
         aliases(&stored),
-        vec![("10.96.0.50".into(), vec!["whisperer-collector.whisperer-system".into(), "collector".into()])]
+        vec![(
+            "10.96.0.50".into(),
+            vec![
+                "whisperer-collector.whisperer-system".into(),
+                "collector".into()
+            ]
+        )]
     );
-    assert!(spec.volumes.iter().flatten().any(|v| v.name == "whisperer-captures"));
-    assert!(marker(&stored).expect("marker").starts_with("profile=default,hash="));
+    assert!(spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == "whisperer-captures"));
+    assert!(marker(&stored)
+        .expect("marker")
+        .starts_with("profile=default,hash="));
     let fetched = pods_on.get("opted-in").await.expect("get");
-    assert_eq!(fetched.spec, stored.spec, "what create returned is what is stored");
+    assert_eq!(
+        fetched.spec, stored.spec,
+        "what create returned is what is stored"
+    );
 
     // Not opted in; opted in but in an unlabelled namespace: stored unchanged.
-    let plain = pods_on.create(&pp, &pod("plain", false)).await.expect("create");
+    let plain = pods_on
+        .create(&pp, &pod("plain", false))
+        .await
+        .expect("create");
     assert_eq!(whisperer_count(&plain), 0);
     assert!(marker(&plain).is_none());
-    let elsewhere = pods_off.create(&pp, &pod("elsewhere", true)).await.expect("create");
+    let elsewhere = pods_off
+        .create(&pp, &pod("elsewhere", true))
+        .await
+        .expect("create");
     assert_eq!(whisperer_count(&elsewhere), 0);
     assert!(marker(&elsewhere).is_none());
 
     // Existing hostAliases (one overlapping), init containers: nothing duplicated.
     let mut busy = pod("busy", true);
     let spec = busy.spec.as_mut().expect("spec");
-    spec.host_aliases = Some(serde_json::from_value(json!([
-        {"ip": "10.96.0.50", "hostnames": ["collector"]},
-        {"ip": "192.168.7.7", "hostnames": ["legacy-db"]}
-    ])).expect("aliases"));
-    spec.init_containers = Some(serde_json::from_value(json!([
-        {"name": "migrate", "image": "registry.example.com/migrate:1"}
-    ])).expect("init"));
+    spec.host_aliases = Some(
+        serde_json::from_value(json!([
+            {"ip": "10.96.0.50", "hostnames": ["collector"]},
+            {"ip": "192.168.7.7", "hostnames": ["legacy-db"]}
+        ]))
+        .expect("aliases"),
+    );
+    spec.init_containers = Some(
+        serde_json::from_value(json!([
+            {"name": "migrate", "image": "registry.example.com/migrate:1"}
+        ]))
+        .expect("init"),
+    );
     let busy = pods_on.create(&pp, &busy).await.expect("create");
     assert_eq!(whisperer_count(&busy), 1);
     assert_eq!(
         aliases(&busy),
         vec![
-            ("10.96.0.50".into(), vec!["collector".into(), "whisperer-collector.whisperer-system".into()]),
+            (
+                "10.96.0.50".into(),
+                vec![
+                    "collector".into(),
+                    "whisperer-collector.whisperer-system".into()
+                ]
+            ),
             ("192.168.7.7".into(), vec!["legacy-db".into()]),
         ]
     );
-    let inits: Vec<String> = busy.spec.as_ref().expect("spec").init_containers.iter().flatten().map(|c| c.name.clone()).collect();
+    let inits: Vec<String> = busy
+        .spec
+        .as_ref()
+        .expect("spec")
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
     assert_eq!(inits, ["migrate"]);
 
     // Server-side dry run: the answer is injected, nothing is stored.
-    let dry = PostParams { dry_run: true, ..Default::default() };
-    let answer = pods_on.create(&dry, &pod("dry", true)).await.expect("dry-run create");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answer = pods_on
+        .create(&dry, &pod("dry", true))
+        .await
+        .expect("dry-run create");
     assert!(has_whisperer(&answer));
-    assert!(pods_on.get_opt("dry").await.expect("get").is_none(), "dry run stored nothing");
+    assert!(
+        pods_on.get_opt("dry").await.expect("get").is_none(),
+        "dry run stored nothing"
+    );
 
     // kube-system is never injected, even when labelled.
     let nss = Api::<Namespace>::all(cp.client());
-    nss.patch("kube-system", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"injection": "enabled"}}})))
-        .await
-        .expect("label kube-system");
+    nss.patch(
+        "kube-system",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"injection": "enabled"}}})),
+    )
+    .await
+    .expect("label kube-system");
     // kube-controller-manager would create this ServiceAccount; it is not running here.
     let sa: k8s_openapi::api::core::v1::ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
-    let _ = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(cp.client(), "kube-system")
-        .create(&pp, &sa)
-        .await;
-    let sys = Api::<Pod>::namespaced(cp.client(), "kube-system").create(&pp, &pod("sys", true)).await.expect("create");
+    let _ =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(cp.client(), "kube-system")
+            .create(&pp, &sa)
+            .await;
+    let sys = Api::<Pod>::namespaced(cp.client(), "kube-system")
+        .create(&pp, &pod("sys", true))
+        .await
+        .expect("create");
     assert_eq!(whisperer_count(&sys), 0);
     assert!(marker(&sys).is_none());
 
     // Webhook down: failurePolicy Ignore lets pods through, promptly.
     injector.stop().await;
     let started = Instant::now();
-    let after = pods_on.create(&pp, &pod("while-down", true)).await.expect("create succeeds with the webhook down");
+    let after = pods_on
+        .create(&pp, &pod("while-down", true))
+        .await
+        .expect("create succeeds with the webhook down");
     assert_eq!(whisperer_count(&after), 0);
     assert!(marker(&after).is_none());
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -118,12 +189,22 @@ async fn default_on_injects_pods_without_any_annotations() {
     let pods = Api::<Pod>::namespaced(cp.client(), &on);
     let bare = pod("bare", false);
     assert!(bare.metadata.annotations.is_none());
-    let stored = pods.create(&PostParams::default(), &bare).await.expect("create");
+    let stored = pods
+        .create(&PostParams::default(), &bare)
+        .await
+        .expect("create");
     assert_eq!(whisperer_count(&stored), 1);
-    assert!(marker(&stored).is_some(), "annotations map created with the marker");
+    assert!(
+        marker(&stored).is_some(),
+        "annotations map created with the marker"
+    );
     let mut out = pod("opted-out", false);
-    out.metadata.annotations = Some([("whisperer.dev/inject".to_string(), "false".to_string())].into());
-    let stored = pods.create(&PostParams::default(), &out).await.expect("create");
+    out.metadata.annotations =
+        Some([("whisperer.dev/inject".to_string(), "false".to_string())].into());
+    let stored = pods
+        .create(&PostParams::default(), &out)
+        .await
+        .expect("create");
     assert_eq!(whisperer_count(&stored), 0);
 }
 
@@ -150,7 +231,10 @@ async fn workload_controllers_get_injected_pods() {
     let web = poll_until(Duration::from_secs(60), "3 ReplicaSet pods", || {
         let pods = pods.clone();
         async move {
-            let l = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+            let l = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?;
             (l.items.len() == 3).then_some(l.items)
         }
     })
@@ -159,7 +243,11 @@ async fn workload_controllers_get_injected_pods() {
         assert_eq!(whisperer_count(p), 1, "{:?}", p.metadata.name);
         assert!(marker(p).is_some());
         let spec = p.spec.as_ref().expect("spec");
-        assert_eq!(spec.containers.last().map(|c| c.name.as_str()), Some("whisperer"), "classic sidecar");
+        assert_eq!(
+            spec.containers.last().map(|c| c.name.as_str()),
+            Some("whisperer"),
+            "classic sidecar"
+        );
     }
 
     let job: Job = serde_json::from_value(json!({
@@ -178,13 +266,19 @@ async fn workload_controllers_get_injected_pods() {
     let job_pod = poll_until(Duration::from_secs(60), "the Job's pod", || {
         let pods = pods.clone();
         async move {
-            let l = pods.list(&ListParams::default().labels("job-name=report")).await.ok()?;
+            let l = pods
+                .list(&ListParams::default().labels("job-name=report"))
+                .await
+                .ok()?;
             l.items.into_iter().next()
         }
     })
     .await;
     let spec = job_pod.spec.as_ref().expect("spec");
-    let init = spec.init_containers.as_ref().expect("native sidecar is an init container");
+    let init = spec
+        .init_containers
+        .as_ref()
+        .expect("native sidecar is an init container");
     assert_eq!(init[0].name, "whisperer");
     assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
     assert_eq!(spec.containers.len(), 1, "the Job's own container only");

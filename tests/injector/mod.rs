@@ -55,22 +55,34 @@ pub async fn start_and_register(cp: &ControlPlane, probe_ns: &str, extra: &[&str
     std::fs::write(p("config.yaml"), PROFILES).expect("write");
     let (cert, key, config) = (p("tls.crt"), p("tls.key"), p("config.yaml"));
     let mut argv = vec![
-        "whisperer-injector", "serve", "--listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key",
-        &key, "--config", &config,
+        "whisperer-injector",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--config",
+        &config,
     ];
     argv.extend_from_slice(extra);
     let Command::Serve(args) = Cli::try_parse_from(argv).expect("flags").command;
-    let running = whisperer_injector::app::start(&args).await.expect("webhook starts");
+    let running = whisperer_injector::app::start(&args)
+        .await
+        .expect("webhook starts");
     let url = format!("https://127.0.0.1:{}/mutate", running.addr.port());
 
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/webhook.yaml.tmpl"))
-        .expect("webhook.yaml.tmpl");
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/webhook.yaml.tmpl"))
+            .expect("webhook.yaml.tmpl");
     let values = certs_gen::TemplateValues {
         name: "whisperer-injector".into(),
         ..certs_gen::TemplateValues::for_url(&certs, url.clone(), "whisperer-system")
     };
     let yaml = certs_gen::render_webhook(&template, &values).expect("template renders");
-    let config: MutatingWebhookConfiguration = serde_yaml::from_str(&yaml).expect("rendered YAML is a MutatingWebhookConfiguration");
+    let config: MutatingWebhookConfiguration =
+        serde_yaml::from_str(&yaml).expect("rendered YAML is a MutatingWebhookConfiguration");
     let api = Api::<MutatingWebhookConfiguration>::all(cp.client());
     match api.create(&PostParams::default(), &config).await {
         Ok(_) => {}
@@ -80,17 +92,28 @@ pub async fn start_and_register(cp: &ControlPlane, probe_ns: &str, extra: &[&str
 
     // The API server picks new webhook configurations up asynchronously.
     let pods = Api::<Pod>::namespaced(cp.client(), probe_ns);
-    poll_until(Duration::from_secs(30), "the API server to call the webhook", || {
-        let pods = pods.clone();
-        async move {
-            let probe = pod("probe", true);
-            let dry = PostParams { dry_run: true, ..Default::default() };
-            let out = pods.create(&dry, &probe).await.ok()?;
-            has_whisperer(&out).then_some(())
-        }
-    })
+    poll_until(
+        Duration::from_secs(30),
+        "the API server to call the webhook",
+        || {
+            let pods = pods.clone();
+            async move {
+                let probe = pod("probe", true);
+                let dry = PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                };
+                let out = pods.create(&dry, &probe).await.ok()?;
+                has_whisperer(&out).then_some(())
+            }
+        },
+    )
     .await;
-    Injector { running: Some(running), dir, url }
+    Injector {
+        running: Some(running),
+        dir,
+        url,
+    }
 }
 
 /// A small pod; `opt_in` adds `whisperer.dev/inject: "true"`.
@@ -108,7 +131,9 @@ pub fn pod(name: &str, opt_in: bool) -> Pod {
 }
 
 pub fn whisperer_count(pod: &Pod) -> usize {
-    let Some(spec) = pod.spec.as_ref() else { return 0 };
+    let Some(spec) = pod.spec.as_ref() else {
+        return 0;
+    };
     spec.containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
@@ -121,5 +146,9 @@ pub fn has_whisperer(pod: &Pod) -> bool {
 }
 
 pub fn marker(pod: &Pod) -> Option<String> {
-    pod.metadata.annotations.as_ref()?.get("whisperer.dev/injected").cloned()
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get("whisperer.dev/injected")
+        .cloned()
 }

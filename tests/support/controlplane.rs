@@ -59,6 +59,15 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Test builds link rustls with both `ring` (kube, the product) and
+/// `aws-lc-rs` (reqwest's default features), so rustls cannot pick a
+/// process-wide provider by itself and `kube::Client` (or any
+/// `ClientConfig::builder()`) panics. Installs ring, like the product; safe to
+/// call any number of times. `ControlPlane::start*` call it.
+pub fn install_rustls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A free TCP port on 127.0.0.1. Never hands out the same port twice within a
 /// process, so parallel tests in one binary do not collide; a collision with
 /// another process is caught at start-up and retried.
@@ -183,6 +192,8 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     apiserver_port: u16,
     ca_pem: String,
+    /// Start-up finished; failures before that already carry the log tails.
+    booted: bool,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -200,10 +211,7 @@ impl ControlPlane {
     }
 
     async fn start_inner(with_controllers: bool) -> ControlPlane {
-        // Test builds link rustls with both `ring` (kube, the product) and
-        // `aws-lc-rs` (reqwest's default), so rustls cannot pick a process
-        // default by itself; kube's client needs one. Ignore "already set".
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_rustls_provider();
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let mut plane = ControlPlane::prepare();
@@ -230,6 +238,7 @@ impl ControlPlane {
             kubeconfig: dir.path().join("kubeconfig"),
             apiserver_port: 0,
             ca_pem: String::new(),
+            booted: false,
             dir: Some(dir),
         }
     }
@@ -326,6 +335,8 @@ impl ControlPlane {
             "--log-level=warn".to_string(),
         ];
         self.procs.push(Proc::spawn("etcd", &etcd_args, &dir));
+        self.wait_ready("etcd /health", || etcd_healthy(etcd_client))
+            .await?;
         let t_etcd = t0.elapsed();
 
         // kube-apiserver: the flags envtest uses, plus what makes it closer to
@@ -418,6 +429,7 @@ impl ControlPlane {
             })
             .await?;
         }
+        self.booted = true;
         // Shown with the output of failing tests (and with --nocapture).
         eprintln!(
             "control plane {} up in {:.1?} (etcd {t_etcd:.1?}, kube-apiserver {t_apiserver:.1?}{})",
@@ -626,7 +638,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if self.booted && std::thread::panicking() {
             for p in &self.procs {
                 eprintln!(
                     "----- {} log tail ({}) -----\n{}",

@@ -9,4 +9,6 @@
 pub mod certs;
 pub mod controlplane;
 
-pub use controlplane::{binary_dir, free_port, poll_until, ControlPlane, KUBERNETES_VERSION};
+pub use controlplane::{
+    binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
+};
