@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Webhook throughput, latency and memory on loopback, as kube-apiserver calls it:
+# TLS + HTTP/1.1 keep-alive, POST /mutate with a realistic ~4 KB pod review.
+# Server pinned to core 0, load generator (h2load) to core 1. Every run is bounded in
+# request count and in time (timeout). Results go to stdout; docs/benchmarks.md quotes them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v h2load >/dev/null || { echo "h2load missing: apt-get install -y nghttp2-client" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "/usr/bin/time missing: apt-get install -y time" >&2; exit 1; }
+
+PORT=${PORT:-18443}
+N=${N:-200000}
+out=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$out"' EXIT
+
+cargo build --release -q -p whisperer-injector
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+for name, src in [("pod4k", "review-pod-optin.json"), ("env1500", "review-pod-1500-env.json")]:
+    review = json.load(open(f"tests/fixtures/{src}"))
+    body = json.dumps(review, separators=(",", ":"))
+    open(f"{out}/{name}.json", "w").write(body)
+    print(f"{name}: body {len(body)} bytes, pod {len(json.dumps(review['request']['object'], separators=(',', ':')))} bytes")
+PY
+
+taskset -c 0 /usr/bin/time -v -o "$out/time.txt" \
+  ./target/release/whisperer-injector serve --listen "127.0.0.1:$PORT" --log warn >/dev/null &
+server=$!
+for _ in $(seq 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
+  sleep 0.1
+done
+
+load() { # name conns requests body [extra h2load flags]
+  local name=$1 c=$2 n=$3 body=$4; shift 4
+  timeout 300 taskset -c 1 h2load --h1 -t 1 -c "$c" -n "$n" -d "$out/$body.json" \
+    -H 'content-type: application/json' "$@" "https://127.0.0.1:$PORT/mutate" >"$out/$name.txt"
+  grep -E '^finished in|^requests:|^status codes:|^time for request:' "$out/$name.txt" | sed "s/^/[$name] /"
+}
+
+percentiles() { # h2load --log-file: start(us) status duration(us)
+  python3 - "$1" <<'PY'
+import sys
+d = sorted(int(l.split()[2]) for l in open(sys.argv[1]) if l.strip())
+pick = lambda q: d[min(len(d) - 1, int(q * len(d)))] / 1000
+print(f"n={len(d)} p50={pick(0.50):.3f}ms p99={pick(0.99):.3f}ms p999={pick(0.999):.3f}ms max={d[-1]/1000:.3f}ms")
+PY
+}
+
+load warmup 8 20000 pod4k >/dev/null
+echo "== throughput: 64 connections, $N requests, 4 KB pod"
+load rps64 64 "$N" pod4k
+echo "== latency: 4 connections, 50000 requests, 4 KB pod"
+load lat4 4 50000 pod4k --log-file="$out/lat4.log"
+echo "[lat4] $(percentiles "$out/lat4.log")"
+echo "== latency: 1 connection, 2000 requests, pod with 1,500 env vars"
+load env1500 1 2000 env1500 --log-file="$out/env1500.log"
+echo "[env1500] $(percentiles "$out/env1500.log")"
+
+kill -TERM "$server"
+wait "$server" || true
+echo "== server"
+grep -E 'Maximum resident set size|User time|System time|Elapsed' "$out/time.txt" | sed 's/^\s*/[server] /'
