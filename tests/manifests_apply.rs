@@ -48,16 +48,33 @@ fn kustomized_documents() -> Vec<(String, serde_yaml::Value)> {
     docs
 }
 
-async fn dry_run_apply(discovery: &Discovery, client: &kube::Client, file: &str, doc: serde_yaml::Value) {
+async fn dry_run_apply(
+    discovery: &Discovery,
+    client: &kube::Client,
+    file: &str,
+    doc: serde_yaml::Value,
+) {
     let obj: DynamicObject = serde_yaml::from_value(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let tm = obj.types.clone().unwrap_or_else(|| panic!("{file}: no apiVersion/kind"));
+    let tm = obj
+        .types
+        .clone()
+        .unwrap_or_else(|| panic!("{file}: no apiVersion/kind"));
     let gvk = GroupVersionKind::try_from(&tm).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let (ar, caps): (ApiResource, ApiCapabilities) =
-        discovery.resolve_gvk(&gvk).unwrap_or_else(|| panic!("{file}: the API server does not serve {gvk:?}"));
-    let name = obj.metadata.name.clone().unwrap_or_else(|| panic!("{file}: no name"));
+    let (ar, caps): (ApiResource, ApiCapabilities) = discovery
+        .resolve_gvk(&gvk)
+        .unwrap_or_else(|| panic!("{file}: the API server does not serve {gvk:?}"));
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| panic!("{file}: no name"));
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Namespaced => {
-            let ns = obj.metadata.namespace.clone().unwrap_or_else(|| panic!("{file}: {name} has no namespace"));
+            let ns = obj
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| panic!("{file}: {name} has no namespace"));
             Api::namespaced_with(client.clone(), &ns, &ar)
         }
         Scope::Cluster => Api::all_with(client.clone(), &ar),
@@ -73,7 +90,11 @@ async fn manifests_are_accepted_by_the_api_server() {
     let cp = ControlPlane::start().await;
     let client = cp.client();
     let docs = kustomized_documents();
-    assert!(docs.len() >= 8, "expected the full install, got {} objects", docs.len());
+    assert!(
+        docs.len() >= 8,
+        "expected the full install, got {} objects",
+        docs.len()
+    );
 
     // Namespaced objects need their namespace to exist: create it for real first, and the
     // CRD too (a dry-run CRD does not make its kind servable).
@@ -81,7 +102,10 @@ async fn manifests_are_accepted_by_the_api_server() {
         let kind = doc["kind"].as_str().unwrap_or_default();
         if kind == "Namespace" || kind == "CustomResourceDefinition" {
             let obj: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
-            let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+            let discovery = Discovery::new(client.clone())
+                .run()
+                .await
+                .expect("discovery");
             let gvk = GroupVersionKind::try_from(obj.types.as_ref().expect("types")).expect("gvk");
             let (ar, _) = discovery.resolve_gvk(&gvk).expect("served");
             Api::<DynamicObject>::all_with(client.clone(), &ar)
@@ -94,20 +118,26 @@ async fn manifests_are_accepted_by_the_api_server() {
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
-    let discovery = support::poll_until(std::time::Duration::from_secs(30), "discovery of every kind", || {
-        let client = client.clone();
-        let docs = docs.clone();
-        async move {
-            let d = Discovery::new(client).run().await.ok()?;
-            docs.iter()
-                .all(|(_, doc)| {
-                    let obj: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
-                    let gvk = GroupVersionKind::try_from(obj.types.as_ref().expect("types")).expect("gvk");
-                    d.resolve_gvk(&gvk).is_some()
-                })
-                .then_some(d)
-        }
-    })
+    let discovery = support::poll_until(
+        std::time::Duration::from_secs(30),
+        "discovery of every kind",
+        || {
+            let client = client.clone();
+            let docs = docs.clone();
+            async move {
+                let d = Discovery::new(client).run().await.ok()?;
+                docs.iter()
+                    .all(|(_, doc)| {
+                        let obj: DynamicObject =
+                            serde_yaml::from_value(doc.clone()).expect("object");
+                        let gvk = GroupVersionKind::try_from(obj.types.as_ref().expect("types"))
+                            .expect("gvk");
+                        d.resolve_gvk(&gvk).is_some()
+                    })
+                    .then_some(d)
+            }
+        },
+    )
     .await;
     for (file, doc) in docs {
         dry_run_apply(&discovery, &client, &file, doc).await;
@@ -118,8 +148,11 @@ async fn manifests_are_accepted_by_the_api_server() {
 async fn rendered_webhook_configuration_is_accepted_in_both_forms() {
     let cp = ControlPlane::start().await;
     let client = cp.client();
-    let certs = certs_gen::generate(&certs_gen::CertRequest::new("whisperer-injector", "whisperer-system"))
-        .expect("certs");
+    let certs = certs_gen::generate(&certs_gen::CertRequest::new(
+        "whisperer-injector",
+        "whisperer-system",
+    ))
+    .expect("certs");
     let template = std::fs::read_to_string(repo("webhook.yaml.tmpl")).expect("template");
     let service = certs_gen::TemplateValues {
         name: "whisperer-injector".into(),
@@ -129,9 +162,16 @@ async fn rendered_webhook_configuration_is_accepted_in_both_forms() {
     };
     let url = certs_gen::TemplateValues {
         name: "whisperer-injector-local".into(),
-        ..certs_gen::TemplateValues::for_url(&certs, "https://127.0.0.1:8443/mutate", "whisperer-system")
+        ..certs_gen::TemplateValues::for_url(
+            &certs,
+            "https://127.0.0.1:8443/mutate",
+            "whisperer-system",
+        )
     };
-    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
     for values in [service, url] {
         let yaml = certs_gen::render_webhook(&template, &values).expect("renders");
         let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("YAML");
