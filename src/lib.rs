@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod engine;
 pub mod metrics;

@@ -5,7 +5,7 @@ mod handler;
 mod review;
 pub(crate) mod server;
 
-pub use error::ReviewError;
+pub use error::{json_error, ReviewError};
 pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
 pub use review::API_VERSION;
 pub use server::{serve, ServeError, ServerOptions};
