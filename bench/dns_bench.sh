@@ -3,6 +3,7 @@
 #
 #   bench/dns_bench.sh                 # defaults below
 #   PODS=50000 SECONDS_LIMIT=20 bench/dns_bench.sh
+#   SKIP_BUILD=1 bench/dns_bench.sh    # reuse target/release/examples/dns_serve
 #
 # The server (examples/dns_serve.rs: N synthetic pods, no API server, current-thread runtime)
 # is pinned to core 0 with taskset, dnsperf to core 1. Loopback only; bounded in time
@@ -39,8 +40,10 @@ if ! command -v dnsperf >/dev/null; then
     fi
 fi
 
-cargo build --release --example dns_serve
 BIN=target/release/examples/dns_serve
+if [[ -z "${SKIP_BUILD:-}" || ! -x "$BIN" ]]; then
+    cargo build --release --example dns_serve
+fi
 
 # One PTR query per synthetic pod (same IP scheme as examples/dns_serve.rs).
 awk -v n="$PODS" 'BEGIN {
@@ -71,5 +74,6 @@ echo "== server metrics"
 grep '^whisperer_dns_' "$WORK/server.log" || true
 
 qps=$(awk '/Queries per second/ {print $4}' "$WORK/dnsperf.txt")
-noerror=$(awk '/NOERROR/ {print $2}' "$WORK/dnsperf.txt")
-echo "RESULT: ${qps:-?} PTR qps (server on 1 core, ${PODS} pods; NOERROR replies: ${noerror:-?})"
+noerror=$(awk '/Response codes:/ {print $4}' "$WORK/dnsperf.txt")
+lost=$(awk '/Queries lost:/ {print $3}' "$WORK/dnsperf.txt")
+echo "RESULT: ${qps:-?} PTR qps (server on 1 core, ${PODS} pods; NOERROR ${noerror:-?}, lost ${lost:-?})"

@@ -26,8 +26,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the admission webhook (HTTPS).
+    /// Run the injector: admission webhook (HTTPS), reconciler, DNS proxy.
     Serve(ServeArgs),
+    /// Print what a running injector is doing (GET /status).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Base URL of the injector's HTTPS server (e.g. through `kubectl port-forward`).
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    pub url: String,
+    /// CA certificate (PEM) to verify the server with; without it any certificate is accepted.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// Print the raw JSON report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -69,4 +84,23 @@ pub struct ServeArgs {
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub reconciler: crate::reconciler::ReconcilerArgs,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "serve")]
+struct ServeOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+impl ServeArgs {
+    /// Parses `serve` flags exactly as the CLI does (for tests and embedding).
+    pub fn from_flags<I, T>(flags: I) -> Result<ServeArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let argv = std::iter::once(std::ffi::OsString::from("serve")).chain(flags.into_iter().map(Into::into));
+        ServeOnly::try_parse_from(argv).map(|s| s.args)
+    }
 }

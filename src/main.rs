@@ -38,6 +38,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.shutdown().await;
             Ok(())
         }
+        Command::Status(args) => {
+            let ca = match &args.cacert {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read --cacert {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let report = whisperer_injector::status::fetch(&args.url, ca.as_deref()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", whisperer_injector::status::render_text(&report));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -6,24 +6,14 @@ mod https;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use serde_json::Value;
-use whisperer_injector::cli::{Cli, Command, ServeArgs};
+use whisperer_injector::cli::ServeArgs;
 use whisperer_injector::tls::self_signed;
 
 fn serve_args(extra: &[&str]) -> ServeArgs {
-    let mut argv = vec![
-        "whisperer-injector",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--reload-interval",
-        "100ms",
-    ];
+    let mut argv = vec!["--listen", "127.0.0.1:0", "--reload-interval", "100ms"];
     argv.extend_from_slice(extra);
-    match Cli::try_parse_from(argv).expect("flags parse").command {
-        Command::Serve(a) => a,
-    }
+    ServeArgs::from_flags(argv).expect("flags parse")
 }
 
 struct Files {
@@ -573,9 +563,6 @@ async fn invalid_config_file_is_refused_at_start_naming_the_field() {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .try_init();
     let (running, ca) = started(&[]).await;
     let connector = tokio_rustls::TlsConnector::from(https::client_config(&ca, &["http/1.1"]));
     let tcp = tokio::net::TcpStream::connect(running.addr)
@@ -641,4 +628,43 @@ async fn shutdown_finishes_in_flight_requests() {
         .await
         .expect("drained")
         .expect("join");
+}
+
+#[tokio::test]
+async fn status_report_and_cli() {
+    let (running, ca) = started(&[]).await;
+    let mut conn = https::connect(running.addr, &ca, false).await.expect("handshake");
+    let report = conn.get("/status").await.json();
+    assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    assert!(report["process"]["rssBytes"].as_u64().expect("rss") > 0);
+    assert!(report["uptimeSeconds"].as_f64().expect("uptime") >= 0.0);
+    assert_eq!(report["components"][0], "webhook");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("write");
+    let url = format!("https://localhost:{}", running.addr.port());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_whisperer-injector"))
+        .args(["status", "--url", &url, "--cacert"])
+        .arg(&ca_file)
+        .output()
+        .await
+        .expect("run status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("whisperer-injector") && text.contains("rss") && text.contains("attachments: none"), "{text}");
+
+    // A CA that did not sign the server's certificate is refused with a clear error.
+    let other = self_signed().expect("cert");
+    std::fs::write(&ca_file, &other.ca_pem).expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_whisperer-injector"))
+        .args(["status", "--url", &url, "--cacert"])
+        .arg(&ca_file)
+        .output()
+        .await
+        .expect("run status");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect") && err.to_lowercase().contains("certificate"), "{err}");
+    running.shutdown().await;
 }

@@ -66,6 +66,7 @@ pub(crate) fn settings_for(cfg: Config, args: &ServeArgs) -> Settings {
 }
 
 pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
+    let started = std::time::Instant::now();
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -114,7 +115,13 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         addr: args.listen,
         source,
     })?;
-    let router = webhook::router(state.clone(), args.request_timeout);
+    let status = crate::status::StatusState {
+        started,
+        components: vec!["webhook".to_string()],
+        sources: Vec::new(),
+    };
+    let router = webhook::router(state.clone(), args.request_timeout)
+        .merge(crate::status::router(status));
     let opts = ServerOptions {
         h2_max_concurrent_streams: args.h2_max_concurrent_streams,
         drain_timeout: args.drain_timeout,

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use whisperer_injector::app::Running;
-use whisperer_injector::cli::{Cli, Command};
+use whisperer_injector::cli::ServeArgs;
 
 use crate::support::{poll_until, ControlPlane};
 
@@ -67,7 +66,7 @@ pub async fn start_and_register(cp: &ControlPlane, probe_ns: &str, extra: &[&str
         &config,
     ];
     argv.extend_from_slice(extra);
-    let Command::Serve(args) = Cli::try_parse_from(argv).expect("flags").command;
+    let args = ServeArgs::from_flags(argv).expect("flags");
     let running = whisperer_injector::app::start(&args)
         .await
         .expect("webhook starts");
