@@ -100,7 +100,8 @@ impl ServeArgs {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let argv = std::iter::once(std::ffi::OsString::from("serve")).chain(flags.into_iter().map(Into::into));
+        let argv = std::iter::once(std::ffi::OsString::from("serve"))
+            .chain(flags.into_iter().map(Into::into));
         ServeOnly::try_parse_from(argv).map(|s| s.args)
     }
 }

@@ -13,7 +13,7 @@ pub mod engine;
 pub mod metrics;
 pub mod reconciler;
 pub mod reload;
-pub mod status;
 pub mod render;
+pub mod status;
 pub mod tls;
 pub mod webhook;

@@ -633,7 +633,9 @@ async fn shutdown_finishes_in_flight_requests() {
 #[tokio::test]
 async fn status_report_and_cli() {
     let (running, ca) = started(&[]).await;
-    let mut conn = https::connect(running.addr, &ca, false).await.expect("handshake");
+    let mut conn = https::connect(running.addr, &ca, false)
+        .await
+        .expect("handshake");
     let report = conn.get("/status").await.json();
     assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
     assert!(report["process"]["rssBytes"].as_u64().expect("rss") > 0);
@@ -651,8 +653,17 @@ async fn status_report_and_cli() {
         .await
         .expect("run status");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("whisperer-injector") && text.contains("rss") && text.contains("attachments: none"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("whisperer-injector")
+            && text.contains("rss")
+            && text.contains("attachments: none"),
+        "{text}"
+    );
 
     // A CA that did not sign the server's certificate is refused with a clear error.
     let other = self_signed().expect("cert");
@@ -665,6 +676,9 @@ async fn status_report_and_cli() {
         .expect("run status");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot connect") && err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.contains("cannot connect") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
     running.shutdown().await;
 }

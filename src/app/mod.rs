@@ -120,8 +120,8 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         components: vec!["webhook".to_string()],
         sources: Vec::new(),
     };
-    let router = webhook::router(state.clone(), args.request_timeout)
-        .merge(crate::status::router(status));
+    let router =
+        webhook::router(state.clone(), args.request_timeout).merge(crate::status::router(status));
     let opts = ServerOptions {
         h2_max_concurrent_streams: args.h2_max_concurrent_streams,
         drain_timeout: args.drain_timeout,

@@ -42,7 +42,11 @@ async fn agent_state(
     // right token learns nothing, not even whether the attachment exists.
     let authorized = bearer(&headers).is_some_and(|t| st.key.verify(&namespace, &name, &uid, t));
     if !authorized {
-        let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token");
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong token",
+        );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),

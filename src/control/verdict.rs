@@ -72,15 +72,39 @@ mod tests {
                 deadline: Some("2026-11-22T16:00:00Z".into())
             }
         );
-        assert_eq!(verdict(None, "u1", now), Verdict::Stop { reason: "detached" });
-        assert_eq!(verdict(Some(&run), "other-uid", now), Verdict::Stop { reason: "detached" });
-        let gone = AttachmentState { deleting: true, ..run.clone() };
-        assert_eq!(verdict(Some(&gone), "u1", now), Verdict::Stop { reason: "detached" });
+        assert_eq!(
+            verdict(None, "u1", now),
+            Verdict::Stop { reason: "detached" }
+        );
+        assert_eq!(
+            verdict(Some(&run), "other-uid", now),
+            Verdict::Stop { reason: "detached" }
+        );
+        let gone = AttachmentState {
+            deleting: true,
+            ..run.clone()
+        };
+        assert_eq!(
+            verdict(Some(&gone), "u1", now),
+            Verdict::Stop { reason: "detached" }
+        );
         let late = state("Attached", Some("2026-11-22T14:59:59Z"));
-        assert_eq!(verdict(Some(&late), "u1", now), Verdict::Stop { reason: "expired" });
-        assert_eq!(verdict(Some(&state("Expired", None)), "u1", now), Verdict::Stop { reason: "expired" });
-        assert_eq!(verdict(Some(&state("Failed", None)), "u1", now), Verdict::Stop { reason: "failed" });
-        assert_eq!(verdict(Some(&state("Pending", None)), "u1", now), Verdict::Run { deadline: None });
+        assert_eq!(
+            verdict(Some(&late), "u1", now),
+            Verdict::Stop { reason: "expired" }
+        );
+        assert_eq!(
+            verdict(Some(&state("Expired", None)), "u1", now),
+            Verdict::Stop { reason: "expired" }
+        );
+        assert_eq!(
+            verdict(Some(&state("Failed", None)), "u1", now),
+            Verdict::Stop { reason: "failed" }
+        );
+        assert_eq!(
+            verdict(Some(&state("Pending", None)), "u1", now),
+            Verdict::Run { deadline: None }
+        );
         let json = serde_json::to_string(&Verdict::Stop { reason: "expired" }).expect("json");
         assert_eq!(json, r#"{"action":"stop","reason":"expired"}"#);
     }

@@ -34,13 +34,15 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
         && subject.version == "v1"
         && subject.kind == "Pod"
         && subject.sub_resource.is_none_or(str::is_empty);
-    let pod = match (is_pod, subject.pod) {
-        (true, Some(pod)) => pod,
-        _ => return Decision::skip(SkipReason::NotAPod),
-    };
+    if !is_pod {
+        return Decision::skip(SkipReason::NotAPod);
+    }
     if subject.operation != "CREATE" {
         return Decision::skip(SkipReason::NotCreate);
     }
+    let Some(pod) = subject.pod else {
+        return Decision::skip(SkipReason::NotAPod);
+    };
     if let Err(why) = settings.namespaces.check(subject.namespace) {
         return Decision::problem(
             SkipReason::NamespaceDenied,

@@ -44,13 +44,15 @@ pub async fn fetch(url: &str, ca_pem: Option<&str>) -> Result<StatusReport, Stat
         format!("{authority}:443")
     };
     let tls = client_config(ca_pem)?;
-    let tcp = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|e| StatusClientError::Connect {
-            addr: addr.clone(),
-            message: e.to_string(),
-        })?;
-    let name = ServerName::try_from(host.to_string()).map_err(|_| StatusClientError::Url(url.to_string()))?;
+    let tcp =
+        tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| StatusClientError::Connect {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| StatusClientError::Url(url.to_string()))?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
@@ -135,7 +137,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -143,7 +150,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -153,7 +165,13 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 pub fn render_text(r: &StatusReport) -> String {
     let mut out = String::new();
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let _ = writeln!(out, "whisperer-injector {}  up {:.0}s  components: {}", r.version, r.uptime_seconds, r.components.join(", "));
+    let _ = writeln!(
+        out,
+        "whisperer-injector {}  up {:.0}s  components: {}",
+        r.version,
+        r.uptime_seconds,
+        r.components.join(", ")
+    );
     let _ = writeln!(
         out,
         "process: cpu {:.2}s  rss {:.1} MiB  peak {:.1} MiB",

@@ -15,7 +15,9 @@ pub struct StatusState {
 }
 
 pub fn router(state: StatusState) -> Router {
-    Router::new().route("/status", get(status)).with_state(state)
+    Router::new()
+        .route("/status", get(status))
+        .with_state(state)
 }
 
 async fn status(State(st): State<StatusState>) -> Json<StatusReport> {

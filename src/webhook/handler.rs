@@ -179,15 +179,16 @@ async fn review(
         Some(u) if !u.is_empty() => u,
         _ => return Err(ReviewError::NoUid),
     };
-    let is_pod_kind = req.kind.group.is_empty() && req.kind.kind == "Pod";
-    let pod: Option<Pod> = match (is_pod_kind, req.object) {
+    // Only a pod being created can be injected: nothing else is parsed.
+    let is_pod_create = req.kind.group.is_empty()
+        && req.kind.kind == "Pod"
+        && req.operation.as_deref() == Some("CREATE");
+    let pod: Option<Pod> = match (is_pod_create, req.object) {
         (true, Some(raw)) => {
             Some(serde_json::from_str(raw.get()).map_err(|e| ReviewError::BadPod(e.to_string()))?)
         }
-        (true, None) if req.operation.as_deref() == Some("CREATE") => {
-            return Err(ReviewError::BadPod("request.object is missing".into()))
-        }
-        _ => None,
+        (true, None) => return Err(ReviewError::BadPod("request.object is missing".into())),
+        (false, _) => None,
     };
 
     let settings = st.settings.load();
