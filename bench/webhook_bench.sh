@@ -7,7 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install -y nghttp2-client" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "/usr/bin/time missing: apt-get install -y time" >&2; exit 1; }
 
 PORT=${PORT:-18443}
 N=${N:-200000}
@@ -25,8 +24,9 @@ for name, src in [("pod4k", "review-pod-optin.json"), ("env1500", "review-pod-15
     print(f"{name}: body {len(body)} bytes, pod {len(json.dumps(review['request']['object'], separators=(',', ':')))} bytes")
 PY
 
-taskset -c 0 /usr/bin/time -v -o "$out/time.txt" \
-  ./target/release/whisperer-injector serve --listen "127.0.0.1:$PORT" --log warn >/dev/null &
+# taskset execs the server, so $! is the server itself: its /proc entry gives peak RSS.
+taskset -c 0 ./target/release/whisperer-injector serve --listen "127.0.0.1:$PORT" \
+  --reconciler off --dns off --log warn >/dev/null 2>"$out/server.log" &
 server=$!
 for _ in $(seq 100); do
   (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
@@ -59,7 +59,8 @@ echo "== latency: 1 connection, 2000 requests, pod with 1,500 env vars"
 load env1500 1 2000 env1500 --log-file="$out/env1500.log"
 echo "[env1500] $(percentiles "$out/env1500.log")"
 
+echo "== server"
+grep -E '^(VmHWM|VmRSS)' "/proc/$server/status" | sed 's/^/[server] /'
+awk '{printf "[server] cpu %.1fs (user+sys)\n", ($14+$15)/100}' "/proc/$server/stat"
 kill -TERM "$server"
 wait "$server" || true
-echo "== server"
-grep -E 'Maximum resident set size|User time|System time|Elapsed' "$out/time.txt" | sed 's/^\s*/[server] /'

@@ -25,6 +25,9 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Added by the reconciler work (issue 5): ReconcilerArgs makes `Serve` much larger than
+// `Status`; it is parsed once, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the injector: admission webhook (HTTPS), reconciler, DNS proxy.
     Serve(ServeArgs),
@@ -82,8 +85,42 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Run the reconciler (Attachments, backstop): auto = when cluster credentials are found.
+    #[arg(long, value_enum, default_value_t = Toggle::Auto)]
+    pub reconciler: Toggle,
+    /// Run the DNS proxy: auto = when cluster credentials are found.
+    #[arg(long, value_enum, default_value_t = Toggle::Auto)]
+    pub dns: Toggle,
     #[command(flatten)]
-    pub reconciler: crate::reconciler::ReconcilerArgs,
+    pub dns_opts: DnsArgs,
+    #[command(flatten)]
+    pub reconciler_opts: crate::reconciler::ReconcilerArgs,
+}
+
+/// Whether a component that needs the Kubernetes API runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    /// Run when a kubeconfig or in-cluster service account is found; otherwise skip with a warning.
+    Auto,
+    /// Run; fail to start without cluster credentials.
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DnsArgs {
+    /// UDP and TCP address of the DNS proxy.
+    #[arg(long, default_value = crate::dns::DEFAULT_LISTEN)]
+    pub dns_listen: SocketAddr,
+    /// Cluster domain used in PTR answers.
+    #[arg(long, default_value = crate::dns::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// Upstream resolver (ip:port), repeatable; default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream")]
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Time one upstream gets to answer a forwarded query.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub dns_upstream_timeout: Duration,
 }
 
 #[derive(Debug, Parser)]

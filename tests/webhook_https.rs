@@ -11,7 +11,16 @@ use whisperer_injector::cli::ServeArgs;
 use whisperer_injector::tls::self_signed;
 
 fn serve_args(extra: &[&str]) -> ServeArgs {
-    let mut argv = vec!["--listen", "127.0.0.1:0", "--reload-interval", "100ms"];
+    let mut argv = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--reconciler",
+        "off",
+        "--dns",
+        "off",
+        "--reload-interval",
+        "100ms",
+    ];
     argv.extend_from_slice(extra);
     ServeArgs::from_flags(argv).expect("flags parse")
 }

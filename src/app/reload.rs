@@ -46,7 +46,15 @@ pub fn certificate(
     }))
 }
 
-pub fn config(path: PathBuf, state: Arc<WebhookState>, args: ServeArgs) -> JoinHandle<()> {
+/// Told about every new config that was accepted (DNS host aliases, reconciler ...).
+pub type SettingsListener = Box<dyn Fn(&crate::engine::Settings) + Send + Sync>;
+
+pub fn config(
+    path: PathBuf,
+    state: Arc<WebhookState>,
+    args: ServeArgs,
+    listeners: Vec<SettingsListener>,
+) -> JoinHandle<()> {
     let interval = args.reload_interval;
     tokio::spawn(crate::reload::watch_files(
         vec![path.clone()],
@@ -61,9 +69,11 @@ pub fn config(path: PathBuf, state: Arc<WebhookState>, args: ServeArgs) -> JoinH
                 .and_then(|text| Config::parse(text, &origin));
             match parsed {
                 Ok(cfg) => {
-                    state
-                        .settings
-                        .store(Arc::new(super::settings_for(cfg, &args)));
+                    let settings = Arc::new(super::settings_for(cfg, &args));
+                    for listener in &listeners {
+                        listener(&settings);
+                    }
+                    state.settings.store(settings);
                     state.metrics.reload(ReloadKind::config, true);
                     tracing::info!(config = %origin, "config reloaded");
                 }

@@ -1,0 +1,167 @@
+//! The backstop: pods that opted in (`whisperer.dev/inject: "true"`, or every pod with
+//! `--inject-by-default`) in a namespace labelled `injection=enabled`, which the webhook would
+//! have injected but which carry no `whisperer.dev/injected` marker — the webhook was down and
+//! `failurePolicy: Ignore` let them through. They are counted in
+//! `whisperer_backstop_uninjected_pods`, reported once each with a Warning Event on the pod,
+//! and with `--backstop-attach` given an ephemeral Whisperer (`whisperer-backstop`, attachment
+//! identity `backstop`) through the same engine as Attachments.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
+
+use super::attach::Outcome;
+use super::controller::Ctx;
+use super::podview::PodView;
+use super::podwork::{self, Request, Step};
+use crate::engine::{
+    decide_admission, AdmissionSubject, Decision, ANNOTATION_INJECTED, ANNOTATION_PROFILE,
+};
+
+/// Attachment identity of backstop Whisperers (container `whisperer-backstop`).
+pub const BACKSTOP_IDENTITY: &str = "backstop";
+/// Namespace label the webhook's namespaceSelector requires.
+pub const NAMESPACE_LABEL: (&str, &str) = ("injection", "enabled");
+
+fn pod_reference(p: &PodView) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: p.metadata.name.clone(),
+        namespace: p.metadata.namespace.clone(),
+        uid: p.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// Opted-in pods the webhook missed.
+fn uninjected(ctx: &Ctx) -> Vec<Arc<PodView>> {
+    let settings = ctx.settings.load();
+    let enabled: HashSet<String> = ctx
+        .caches
+        .namespaces
+        .state()
+        .iter()
+        .filter(|n| {
+            n.labels().get(NAMESPACE_LABEL.0).map(String::as_str) == Some(NAMESPACE_LABEL.1)
+        })
+        .map(|n| n.name_any())
+        .collect();
+    ctx.caches.pods.state_filter(|p| {
+        if !enabled.contains(p.namespace())
+            || p.terminating()
+            || p.finished()
+            || p.annotation(ANNOTATION_INJECTED).is_some()
+        {
+            return false;
+        }
+        let pod = p.to_pod();
+        let subject = AdmissionSubject {
+            operation: "CREATE",
+            group: "",
+            version: "v1",
+            kind: "Pod",
+            sub_resource: None,
+            namespace: p.namespace(),
+            pod: Some(&pod),
+        };
+        matches!(decide_admission(&subject, &settings), Decision::Inject(_))
+    })
+}
+
+pub async fn run(ctx: Arc<Ctx>, interval: Duration, attach: bool) {
+    let mut reported: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        scan(&ctx, attach, &mut reported).await;
+    }
+}
+
+async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
+    let mut pods = uninjected(ctx);
+    pods.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+    ctx.metrics
+        .backstop_uninjected
+        .set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
+    let recorder = ctx.recorder();
+    let current: HashSet<String> = pods.iter().map(|p| p.uid().to_string()).collect();
+    reported.retain(|uid| current.contains(uid));
+    for p in &pods {
+        if reported.insert(p.uid().to_string()) {
+            tracing::warn!(
+                namespace = p.namespace(),
+                pod = p.name(),
+                "opted-in pod was admitted without the Whisperer"
+            );
+            let note = if attach {
+                "the pod opted in to the Whisperer but was admitted without it (was the webhook \
+                 down?); the backstop attaches it as the ephemeral container whisperer-backstop"
+            } else {
+                "the pod opted in to the Whisperer but was admitted without it (was the webhook \
+                 down?); recreate the pod, or run the injector with --backstop-attach"
+            };
+            ctx.publish(
+                &recorder,
+                &pod_reference(p),
+                true,
+                "NotInjected",
+                note.into(),
+            )
+            .await;
+        }
+    }
+    if !attach {
+        return;
+    }
+    let settings = ctx.settings.load_full();
+    let names = podwork::generation_names(BACKSTOP_IDENTITY, ctx.max_generations);
+    let mut work = Vec::new();
+    for p in &pods {
+        let profile = p
+            .annotation(ANNOTATION_PROFILE)
+            .map_or_else(|| settings.config.default_profile.clone(), str::to_string);
+        let req = Request {
+            attachment: BACKSTOP_IDENTITY,
+            profile: &profile,
+            target_container: None,
+            deadline: None,
+            expired: false,
+            extra_env: &[],
+        };
+        if let Step::Patch(w) = podwork::step(p, &req, &names, &settings, &ctx.memory) {
+            work.push(*w);
+        }
+    }
+    for (w, outcome) in podwork::execute(work, &ctx.patcher, ctx.concurrency).await {
+        let Some((entry, _)) = podwork::settle(&w, &outcome, &ctx.memory) else {
+            continue;
+        };
+        let (warning, reason, note) = match &outcome {
+            Outcome::Attached => (
+                false,
+                "Attached",
+                format!(
+                    "backstop attached the Whisperer as ephemeral container {}",
+                    w.container.name
+                ),
+            ),
+            _ => (
+                true,
+                "AttachFailed",
+                format!(
+                    "backstop could not attach {}: {}: {}",
+                    w.container.name,
+                    entry.reason.unwrap_or_default(),
+                    entry.message.unwrap_or_default()
+                ),
+            ),
+        };
+        ctx.publish(&recorder, &pod_reference(&w.pod), warning, reason, note)
+            .await;
+    }
+}

@@ -1,0 +1,1045 @@
+//! The Attachment reconciler against a real control plane (etcd + kube-apiserver +
+//! kube-controller-manager, see tests/README.md). No kubelet runs: the `Kubelet` helper below
+//! binds pods to a Node object and writes their status as a kubelet would (phase Running, pod
+//! IP, container statuses), and writes a terminated `ephemeralContainerStatuses` entry when a
+//! test wants a Whisperer to die.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use support::{poll_until, ControlPlane};
+use whisperer_injector::config::Config;
+use whisperer_injector::control::TokenKey;
+use whisperer_injector::engine::Settings;
+use whisperer_injector::reconciler::{
+    self, crd, crd_yaml, Attachment, AttachmentSpec, Phase, PodState, ReconcilerArgs,
+    ReconcilerHandle, TargetKind, TargetRef,
+};
+use whisperer_injector::webhook::SharedSettings;
+
+const WAIT: Duration = Duration::from_secs(60);
+const NODE: &str = "node-a";
+
+// ---------------------------------------------------------------------------------------
+// Harness: CRD, settings, the reconciler, a kubelet stand-in.
+// ---------------------------------------------------------------------------------------
+
+async fn install_crd(client: &Client) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    match crds.create(&PostParams::default(), &crd()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create CRD: {e}"),
+    }
+    poll_until(WAIT, "Attachment CRD established and served", || {
+        let (crds, client) = (crds.clone(), client.clone());
+        async move {
+            let c = crds.get("attachments.whisperer.dev").await.ok()?;
+            let established = c
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            let served = Api::<Attachment>::all(client)
+                .list(&ListParams::default())
+                .await
+                .is_ok();
+            (established && served).then_some(())
+        }
+    })
+    .await;
+}
+
+fn shared(config: Config, own_ns: &str) -> SharedSettings {
+    Arc::new(ArcSwap::from_pointee(Settings::new(
+        Arc::new(config),
+        own_ns,
+    )))
+}
+
+fn fast_args() -> ReconcilerArgs {
+    ReconcilerArgs {
+        leader_election: false,
+        resync_interval: Duration::from_secs(10),
+        backstop_interval: Duration::from_millis(500),
+        ..ReconcilerArgs::default()
+    }
+}
+
+struct Reconciler {
+    handle: Option<ReconcilerHandle>,
+    registry: Registry,
+}
+
+impl Reconciler {
+    async fn start(
+        client: &Client,
+        settings: SharedSettings,
+        own_ns: &str,
+        args: &ReconcilerArgs,
+    ) -> Reconciler {
+        Self::start_with(client, settings, own_ns, args, None).await
+    }
+
+    async fn start_with(
+        client: &Client,
+        settings: SharedSettings,
+        own_ns: &str,
+        args: &ReconcilerArgs,
+        agent_env: Option<reconciler::AgentEnv>,
+    ) -> Reconciler {
+        let mut registry = Registry::default();
+        let handle = reconciler::start_with_agent_env(
+            client.clone(),
+            settings,
+            own_ns.to_string(),
+            args,
+            &mut registry,
+            agent_env,
+        )
+        .await
+        .expect("start reconciler");
+        Reconciler {
+            handle: Some(handle),
+            registry,
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encode metrics");
+        out
+    }
+
+    /// Sum of every sample of `name` whose line contains `filter`.
+    fn sample(&self, name: &str, filter: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn lookup(&self) -> std::sync::Arc<dyn whisperer_injector::control::AttachmentLookup> {
+        self.handle.as_ref().expect("running").attachment_lookup()
+    }
+
+    fn real_patches(&self) -> f64 {
+        self.sample("whisperer_ephemeral_patches_total", "mode=\"real\"")
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+}
+
+/// Runs pods in `ns` as a scheduler + kubelet would: binds each new pod to `node-a` and
+/// writes a Running status with a pod IP. Stops when dropped.
+struct Kubelet(tokio::task::JoinHandle<()>);
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+static NEXT_IP: AtomicU32 = AtomicU32::new(10);
+
+async fn ensure_node(client: &Client) {
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": NODE, "labels": { "kubernetes.io/hostname": NODE } },
+    }))
+    .expect("node json");
+    match Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create node: {e}"),
+    }
+}
+
+async fn run_pod(pods: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
+    let name = pod.name_any();
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_none()
+    {
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": { "name": name },
+            "target": { "apiVersion": "v1", "kind": "Node", "name": NODE },
+        });
+        pods.create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await?;
+    }
+    let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+    let ip = format!("10.244.{}.{}", n / 250, n % 250 + 2);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let statuses: Vec<_> = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true,
+                "restartCount": 0, "state": { "running": { "startedAt": now } },
+            })
+        })
+        .collect();
+    let status = json!({ "status": {
+        "phase": "Running", "hostIP": "10.255.0.1", "hostIPs": [{ "ip": "10.255.0.1" }],
+        "podIP": ip, "podIPs": [{ "ip": ip }], "startTime": now,
+        "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": now }],
+        "containerStatuses": statuses,
+    }});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+impl Kubelet {
+    async fn start(client: &Client, ns: &str) -> Kubelet {
+        ensure_node(client).await;
+        let pods = Api::<Pod>::namespaced(client.clone(), ns);
+        Kubelet(tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods.list(&ListParams::default()).await {
+                    for p in list.items.iter().filter(|p| {
+                        p.metadata.deletion_timestamp.is_none()
+                            && p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running")
+                            && p.status.as_ref().and_then(|s| s.phase.as_deref())
+                                != Some("Succeeded")
+                    }) {
+                        let _ = run_pod(&pods, p).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }))
+    }
+}
+
+/// What a kubelet writes when an ephemeral container exits.
+async fn terminate_ephemeral(client: &Client, ns: &str, pod: &str, container: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({ "status": { "ephemeralContainerStatuses": [{
+        "name": container, "image": "ghcr.io/whisperer-dev/whisperer:v0.1.0", "imageID": "",
+        "ready": false, "restartCount": 0,
+        "state": { "terminated": { "exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now } },
+    }]}});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write ephemeral container status");
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects.
+// ---------------------------------------------------------------------------------------
+
+fn pod_template(app: &str) -> serde_json::Value {
+    json!({
+        "metadata": { "labels": { "app": app } },
+        "spec": { "containers": [
+            { "name": "app", "image": "registry.invalid/app:1" },
+            { "name": "side", "image": "registry.invalid/side:1" }
+        ] }
+    })
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": name },
+        "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } }, "template": pod_template(name) }
+    }))
+    .expect("deployment json")
+}
+
+fn plain_pod(name: &str, app: &str, annotations: &[(&str, &str)]) -> Pod {
+    let ann: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+    let mut t = pod_template(app);
+    t["metadata"]["name"] = json!(name);
+    t["metadata"]["annotations"] = json!(ann);
+    t["apiVersion"] = json!("v1");
+    t["kind"] = json!("Pod");
+    serde_json::from_value(t).expect("pod json")
+}
+
+fn attachment(
+    name: &str,
+    target: Option<(TargetKind, &str)>,
+    selector_app: Option<&str>,
+    ttl: Option<&str>,
+) -> Attachment {
+    Attachment::new(
+        name,
+        AttachmentSpec {
+            target: target.map(|(kind, n)| TargetRef {
+                kind,
+                name: n.into(),
+            }),
+            selector: selector_app.map(|app| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_labels: Some([("app".to_string(), app.to_string())].into()),
+                    ..Default::default()
+                }
+            }),
+            profile: None,
+            container: None,
+            ttl: ttl.map(str::to_string),
+        },
+    )
+}
+
+async fn create<K>(client: &Client, ns: &str, obj: &K) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {} {}: {e}", K::kind(&()), obj.name_any()))
+}
+
+fn ephemeral_names(p: &Pod) -> Vec<String> {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .map(|v| v.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+async fn live_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+async fn get_attachment(client: &Client, ns: &str, name: &str) -> Option<Attachment> {
+    Api::<Attachment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until exactly `n` live pods of `app` carry `container` and the Attachment's status
+/// lists each of them as attached; returns the pods.
+async fn wait_attached(
+    client: &Client,
+    ns: &str,
+    att: &str,
+    app: &str,
+    container: &str,
+    n: usize,
+) -> Vec<Pod> {
+    let what = format!("{n} pods of {app} attached by {att} ({container})");
+    poll_until(WAIT, &what, || async {
+        let pods = live_pods(client, ns, app).await;
+        if pods.len() != n
+            || !pods
+                .iter()
+                .all(|p| ephemeral_names(p).iter().any(|c| c == container))
+        {
+            return None;
+        }
+        let status = get_attachment(client, ns, att).await?.status?;
+        let all_listed = pods.iter().all(|p| {
+            status
+                .pods
+                .iter()
+                .any(|e| e.pod == p.name_any() && e.state == PodState::Attached)
+        });
+        (all_listed
+            && status.attached_pods == i32::try_from(n).ok()?
+            && status.phase == Some(Phase::Attached))
+        .then_some(pods)
+    })
+    .await
+}
+
+async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn crd_manifest_matches_the_rust_types() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crd-attachments.yaml");
+    let generated = crd_yaml().expect("render CRD");
+    if std::env::var_os("WHISPERER_REGENERATE").is_some() {
+        std::fs::write(&path, &generated).expect("write manifests/crd-attachments.yaml");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "manifests/crd-attachments.yaml is out of date with src/reconciler/crd.rs; regenerate it with\n\
+         \n    WHISPERER_REGENERATE=1 cargo test --test attachments crd_manifest\n"
+    );
+}
+
+/// Deployment of 3 -> 3 attached; scale to 5; a deleted pod's replacement; a terminated
+/// Whisperer gets generation 2; deleting the Attachment records Detached and drops the
+/// finalizer.
+#[tokio::test]
+async fn deployment_replicas_replacements_generations_and_detach() {
+    let cp = ControlPlane::start_with_controllers().await;
+    let client = cp.client();
+    install_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[("injection", "enabled")]).await;
+    let _kubelet = Kubelet::start(&client, &ns).await;
+    let key = TokenKey::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec());
+    let agent_env = reconciler::control_api_env(
+        "https://whisperer-injector.whisperer-system.svc:8443",
+        key.clone(),
+    );
+    let r = Reconciler::start_with(
+        &client,
+        shared(Config::default(), &own),
+        &own,
+        &fast_args(),
+        Some(agent_env),
+    )
+    .await;
+
+    create(&client, &ns, &deployment("web", 3)).await;
+    create(
+        &client,
+        &ns,
+        &attachment("cap", Some((TargetKind::Deployment, "web")), None, None),
+    )
+    .await;
+    let pods = wait_attached(&client, &ns, "cap", "web", "whisperer-cap", 3).await;
+
+    // The container is the engine's: target container, identity env, no forbidden fields.
+    let ec = pods[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .and_then(|v| v.iter().find(|c| c.name == "whisperer-cap"))
+        .cloned()
+        .expect("ephemeral container");
+    assert_eq!(ec.target_container_name.as_deref(), Some("app"));
+    let env: BTreeMap<String, String> = ec
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    assert_eq!(
+        env.get("WHISPERER_ATTACHMENT").map(String::as_str),
+        Some("cap")
+    );
+    // The default profile caps the TTL at 24h: the deadline is handed to the agent.
+    let att = get_attachment(&client, &ns, "cap")
+        .await
+        .expect("attachment");
+    let status = att.status.clone().expect("status");
+    let expires = status
+        .expires_at
+        .clone()
+        .expect("expiresAt from the profile's maxTtl");
+    assert_eq!(env.get("WHISPERER_DEADLINE"), Some(&expires.0.to_string()));
+    assert_eq!(status.target.as_deref(), Some("Deployment/web"));
+    // The agent control API: where to ask, with a token for this Attachment only.
+    let uid = att.uid().expect("uid");
+    let url = env.get("WHISPERER_CONTROL_URL").expect("control url");
+    assert!(
+        url.ends_with(&format!("/agent/v1/namespaces/{ns}/attachments/cap/{uid}")),
+        "{url}"
+    );
+    assert!(key.verify(
+        &ns,
+        "cap",
+        &uid,
+        env.get("WHISPERER_CONTROL_TOKEN").expect("token")
+    ));
+    let seen = r
+        .lookup()
+        .attachment(&ns, "cap")
+        .expect("in the control API cache");
+    assert_eq!(
+        (seen.phase.as_str(), seen.uid.as_str(), seen.deleting),
+        ("Attached", uid.as_str(), false)
+    );
+    assert!(att.finalizers().iter().any(|f| f == "whisperer.dev/detach"));
+    // The API server defaults `resources: {}`; nothing is requested or limited.
+    assert!(ec.ports.is_none());
+    assert!(ec
+        .resources
+        .as_ref()
+        .is_none_or(|r| r.limits.is_none() && r.requests.is_none()));
+
+    // Scale to 5: the two new pods get it.
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 5 } })),
+        )
+        .await
+        .expect("scale");
+    let pods = wait_attached(&client, &ns, "cap", "web", "whisperer-cap", 5).await;
+
+    // Delete a pod: it stays Terminating (no kubelet confirms) and is left alone; its
+    // replacement is attached.
+    let victim = pods[0].name_any();
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let pods = wait_attached(&client, &ns, "cap", "web", "whisperer-cap", 5).await;
+    assert!(pods.iter().all(|p| p.name_any() != victim));
+    let status = get_attachment(&client, &ns, "cap")
+        .await
+        .and_then(|a| a.status)
+        .expect("status");
+    assert!(
+        status.pods.iter().all(|e| e.pod != victim),
+        "terminating pod is not listed"
+    );
+
+    // A Whisperer that terminated without a detach is replaced by generation 2.
+    let patient = pods[1].name_any();
+    terminate_ephemeral(&client, &ns, &patient, "whisperer-cap").await;
+    poll_until(WAIT, "generation 2 attached", || async {
+        let p = Api::<Pod>::namespaced(client.clone(), &ns)
+            .get(&patient)
+            .await
+            .ok()?;
+        let names = ephemeral_names(&p);
+        let st = get_attachment(&client, &ns, "cap").await?.status?;
+        let e = st.pods.iter().find(|e| e.pod == patient)?;
+        (names.contains(&"whisperer-cap-2".to_string())
+            && e.generation == Some(2)
+            && e.container.as_deref() == Some("whisperer-cap-2")
+            && e.state == PodState::Attached)
+            .then_some(())
+    })
+    .await;
+    assert!(r.real_patches() >= 6.0, "{}", r.metrics());
+
+    // Delete the Attachment: Detached is recorded (Event), the finalizer goes, the
+    // Whisperers stay (ephemeral containers cannot be removed).
+    Api::<Attachment>::namespaced(client.clone(), &ns)
+        .delete("cap", &DeleteParams::default())
+        .await
+        .expect("delete attachment");
+    poll_until(WAIT, "Attachment gone and Detached recorded", || async {
+        let gone = get_attachment(&client, &ns, "cap").await.is_none();
+        let detached = events_for(&client, &ns, "cap").await.iter().any(|e| {
+            e.reason.as_deref() == Some("Detached")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("cannot be removed"))
+        });
+        (gone && detached).then_some(())
+    })
+    .await;
+    let events = events_for(&client, &ns, "cap").await;
+    assert!(events
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Attached")));
+    poll_until(WAIT, "control API cache forgets the Attachment", || async {
+        r.lookup().attachment(&ns, "cap").is_none().then_some(())
+    })
+    .await;
+    assert!(live_pods(&client, &ns, "web")
+        .await
+        .iter()
+        .all(|p| ephemeral_names(p).contains(&"whisperer-cap".to_string())));
+    r.shutdown().await;
+}
+
+/// A single Pod, a StatefulSet, a DaemonSet and a Job made from a CronJob's jobTemplate.
+#[tokio::test]
+async fn pod_statefulset_daemonset_and_cronjob_targets() {
+    let cp = ControlPlane::start_with_controllers().await;
+    let client = cp.client();
+    install_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[]).await;
+    let _kubelet = Kubelet::start(&client, &ns).await;
+    let r = Reconciler::start(&client, shared(Config::default(), &own), &own, &fast_args()).await;
+
+    // Pod by name; its twin with the same labels is not touched.
+    create(&client, &ns, &plain_pod("solo", "solo", &[])).await;
+    create(&client, &ns, &plain_pod("twin", "solo-twin", &[])).await;
+    create(
+        &client,
+        &ns,
+        &attachment("one", Some((TargetKind::Pod, "solo")), None, None),
+    )
+    .await;
+    wait_attached(&client, &ns, "one", "solo", "whisperer-one", 1).await;
+
+    // StatefulSet.
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": { "name": "db" },
+        "spec": { "replicas": 2, "serviceName": "db", "selector": { "matchLabels": { "app": "db" } },
+                  "template": pod_template("db") }
+    }))
+    .expect("statefulset json");
+    create(&client, &ns, &sts).await;
+    create(
+        &client,
+        &ns,
+        &attachment("dbcap", Some((TargetKind::StatefulSet, "db")), None, None),
+    )
+    .await;
+    // StatefulSet pods come one by one, each after the previous is Running and Ready.
+    wait_attached(&client, &ns, "dbcap", "db", "whisperer-dbcap", 2).await;
+
+    // DaemonSet: one pod for the one node.
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": { "name": "agent" },
+        "spec": { "selector": { "matchLabels": { "app": "agent" } }, "template": pod_template("agent") }
+    }))
+    .expect("daemonset json");
+    create(&client, &ns, &ds).await;
+    create(
+        &client,
+        &ns,
+        &attachment("dscap", Some((TargetKind::DaemonSet, "agent")), None, None),
+    )
+    .await;
+    wait_attached(&client, &ns, "dscap", "agent", "whisperer-dscap", 1).await;
+
+    // CronJob: suspended so its schedule never fires during the test; the Job is created from
+    // its jobTemplate with a controller reference to it, as the CronJob controller (and
+    // `kubectl create job --from=cronjob/...`) would. The Job controller makes the pod.
+    let cj: CronJob = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": { "name": "nightly" },
+        "spec": { "schedule": "0 3 * * *", "suspend": true, "jobTemplate": { "spec": {
+            "template": { "metadata": { "labels": { "app": "nightly" } }, "spec": {
+                "restartPolicy": "Never",
+                "containers": [{ "name": "app", "image": "registry.invalid/batch:1" }] } } } } }
+    }))
+    .expect("cronjob json");
+    let cj = create(&client, &ns, &cj).await;
+    let mut job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": "nightly-manual-1", "annotations": { "cronjob.kubernetes.io/instantiate": "manual" } },
+    }))
+    .expect("job json");
+    job.spec = cj.spec.as_ref().and_then(|s| s.job_template.spec.clone());
+    job.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "CronJob".into(),
+            name: "nightly".into(),
+            uid: cj.uid().expect("cronjob uid"),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    ]);
+    create(
+        &client,
+        &ns,
+        &attachment("cjcap", Some((TargetKind::CronJob, "nightly")), None, None),
+    )
+    .await;
+    create(&client, &ns, &job).await;
+    wait_attached(&client, &ns, "cjcap", "nightly", "whisperer-cjcap", 1).await;
+
+    let twin = live_pods(&client, &ns, "solo-twin").await;
+    assert!(
+        twin.iter().all(|p| ephemeral_names(p).is_empty()),
+        "only the named pod is attached"
+    );
+    r.shutdown().await;
+}
+
+/// TTL -> Expired and later pods are left alone; an Attachment cannot reach another
+/// namespace; a denied namespace is refused with a clear status; Pod Security refusals are
+/// typed.
+#[tokio::test]
+async fn ttl_namespaces_and_pod_security() {
+    let cp = ControlPlane::start_with_controllers().await;
+    let client = cp.client();
+    install_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[]).await;
+    let other = cp.namespace(&[]).await;
+    let denied = cp.namespace(&[]).await;
+    let strict = cp
+        .namespace(&[("pod-security.kubernetes.io/enforce", "baseline")])
+        .await;
+    let kubelets = [
+        Kubelet::start(&client, &ns).await,
+        Kubelet::start(&client, &other).await,
+        Kubelet::start(&client, &strict).await,
+    ];
+    let mut config = Config::default();
+    config.namespaces.deny.push(denied.clone());
+    let r = Reconciler::start(&client, shared(config, &own), &own, &fast_args()).await;
+
+    // TTL of a few seconds: attached first, then Expired; pods created later are not attached.
+    create(&client, &ns, &deployment("web", 1)).await;
+    poll_until(WAIT, "web running", || async {
+        let pods = live_pods(&client, &ns, "web").await;
+        (pods.len() == 1 && pods[0].status.as_ref()?.phase.as_deref() == Some("Running"))
+            .then_some(())
+    })
+    .await;
+    create(
+        &client,
+        &ns,
+        &attachment(
+            "short",
+            Some((TargetKind::Deployment, "web")),
+            None,
+            Some("6s"),
+        ),
+    )
+    .await;
+    wait_attached(&client, &ns, "short", "web", "whisperer-short", 1).await;
+    let expired = poll_until(WAIT, "phase Expired", || async {
+        let a = get_attachment(&client, &ns, "short").await?;
+        (a.status.as_ref()?.phase == Some(Phase::Expired)).then_some(a)
+    })
+    .await;
+    let st = expired.status.expect("status");
+    let cond = &st.conditions[0];
+    assert_eq!(
+        (cond.reason.as_str(), cond.status.as_str()),
+        ("Expired", "False")
+    );
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 2 } })),
+        )
+        .await
+        .expect("scale");
+    let late = poll_until(WAIT, "late pod listed as skipped (expired)", || async {
+        let st = get_attachment(&client, &ns, "short").await?.status?;
+        st.pods
+            .iter()
+            .find(|e| e.state == PodState::Skipped && e.reason.as_deref() == Some("expired"))
+            .map(|e| e.pod.clone())
+    })
+    .await;
+    let late_pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get(&late)
+        .await
+        .expect("late pod");
+    assert!(
+        ephemeral_names(&late_pod).is_empty(),
+        "no Whisperer after the TTL"
+    );
+    assert!(events_for(&client, &ns, "short")
+        .await
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Expired")));
+
+    // Another namespace's Deployment (and pods with matching labels) are out of reach: the
+    // status below is written by a pass that ran while that pod was running.
+    create(&client, &other, &deployment("api", 1)).await;
+    poll_until(WAIT, "api pod running", || async {
+        let pods = live_pods(&client, &other, "api").await;
+        (pods.len() == 1 && pods[0].status.as_ref()?.phase.as_deref() == Some("Running"))
+            .then_some(())
+    })
+    .await;
+    create(
+        &client,
+        &ns,
+        &attachment("reach", Some((TargetKind::Deployment, "api")), None, None),
+    )
+    .await;
+    create(
+        &client,
+        &ns,
+        &attachment("reach-sel", None, Some("api"), None),
+    )
+    .await;
+    for name in ["reach", "reach-sel"] {
+        let a = poll_until(WAIT, "cross-namespace attachment settles", || async {
+            let a = get_attachment(&client, &ns, name).await?;
+            (a.status.as_ref()?.conditions.first()?.reason == "NoPods").then_some(a)
+        })
+        .await;
+        let st = a.status.expect("status");
+        assert_eq!(st.phase, Some(Phase::Pending));
+        assert_eq!((st.attached_pods, st.selected_pods), (0, 0));
+        if name == "reach" {
+            assert!(
+                st.conditions[0].message.contains("not found in namespace"),
+                "{}",
+                st.conditions[0].message
+            );
+        }
+    }
+    assert!(live_pods(&client, &other, "api")
+        .await
+        .iter()
+        .all(|p| ephemeral_names(p).is_empty()));
+
+    // A denied namespace: Failed with a clear condition, and a Warning event.
+    create(&client, &denied, &plain_pod("victim", "victim", &[])).await;
+    create(
+        &client,
+        &denied,
+        &attachment("nope", Some((TargetKind::Pod, "victim")), None, None),
+    )
+    .await;
+    let a = poll_until(WAIT, "denied namespace refused", || async {
+        let a = get_attachment(&client, &denied, "nope").await?;
+        (a.status.as_ref()?.phase == Some(Phase::Failed)).then_some(a)
+    })
+    .await;
+    let cond = &a.status.expect("status").conditions[0];
+    assert_eq!(cond.reason, "NamespaceDenied");
+    assert!(cond.message.contains("deny list"), "{}", cond.message);
+    // The injector's own namespace is always refused.
+    create(&client, &own, &attachment("self", None, Some("x"), None)).await;
+    poll_until(WAIT, "own namespace refused", || async {
+        let a = get_attachment(&client, &own, "self").await?;
+        let c = a.status?.conditions.first()?.clone();
+        (c.reason == "NamespaceDenied" && c.message.contains("own namespace")).then_some(())
+    })
+    .await;
+
+    // Pod Security "baseline" forbids NET_ADMIN: a typed refusal per pod, after a dry run.
+    create(&client, &strict, &plain_pod("guarded", "guarded", &[])).await;
+    create(
+        &client,
+        &strict,
+        &attachment("psa", Some((TargetKind::Pod, "guarded")), None, None),
+    )
+    .await;
+    let entry = poll_until(WAIT, "PodSecurity refusal recorded", || async {
+        let st = get_attachment(&client, &strict, "psa").await?.status?;
+        st.pods.into_iter().find(|e| e.state == PodState::Refused)
+    })
+    .await;
+    assert_eq!(entry.reason.as_deref(), Some("PodSecurity"));
+    let msg = entry.message.unwrap_or_default();
+    assert!(
+        msg.contains("baseline") && msg.contains("NET_ADMIN"),
+        "{msg}"
+    );
+    assert!(
+        r.sample(
+            "whisperer_ephemeral_patches_total",
+            "result=\"pod_security\",mode=\"dry_run\""
+        ) >= 1.0
+    );
+    assert_eq!(
+        r.sample(
+            "whisperer_ephemeral_patches_total",
+            "result=\"pod_security\",mode=\"real\""
+        ),
+        0.0
+    );
+    drop(kubelets);
+    r.shutdown().await;
+}
+
+/// Opted-in pods created while no webhook was registered are reported (gauge + Event) and,
+/// with --backstop-attach, attached at runtime.
+#[tokio::test]
+async fn backstop_reports_and_attaches_uninjected_pods() {
+    let cp = ControlPlane::start().await;
+    let client = cp.client();
+    install_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[("injection", "enabled")]).await;
+    let off = cp.namespace(&[]).await;
+    let _k1 = Kubelet::start(&client, &ns).await;
+    let _k2 = Kubelet::start(&client, &off).await;
+    create(
+        &client,
+        &ns,
+        &plain_pod("missed", "missed", &[("whisperer.dev/inject", "true")]),
+    )
+    .await;
+    create(&client, &ns, &plain_pod("plain", "plain", &[])).await;
+    create(
+        &client,
+        &ns,
+        &plain_pod(
+            "done",
+            "done",
+            &[
+                ("whisperer.dev/inject", "true"),
+                (
+                    "whisperer.dev/injected",
+                    "profile=default,hash=0011223344556677",
+                ),
+            ],
+        ),
+    )
+    .await;
+    create(
+        &client,
+        &off,
+        &plain_pod(
+            "elsewhere",
+            "elsewhere",
+            &[("whisperer.dev/inject", "true")],
+        ),
+    )
+    .await;
+
+    let args = ReconcilerArgs {
+        backstop_attach: true,
+        ..fast_args()
+    };
+    let r = Reconciler::start(&client, shared(Config::default(), &own), &own, &args).await;
+    poll_until(WAIT, "backstop attached the missed pod", || async {
+        let p = Api::<Pod>::namespaced(client.clone(), &ns)
+            .get("missed")
+            .await
+            .ok()?;
+        let ec = p
+            .spec?
+            .ephemeral_containers?
+            .into_iter()
+            .find(|c| c.name == "whisperer-backstop")?;
+        let identity = ec
+            .env?
+            .into_iter()
+            .find(|e| e.name == "WHISPERER_ATTACHMENT")?
+            .value?;
+        (identity == "backstop").then_some(())
+    })
+    .await;
+    poll_until(WAIT, "gauge and event", || async {
+        let gauge = r.sample("whisperer_backstop_uninjected_pods", "");
+        let reported = events_for(&client, &ns, "missed").await.iter().any(|e| {
+            e.reason.as_deref() == Some("NotInjected") && e.type_.as_deref() == Some("Warning")
+        });
+        (gauge == 1.0 && reported).then_some(())
+    })
+    .await;
+    for (n, p) in [(&ns, "plain"), (&ns, "done"), (&off, "elsewhere")] {
+        let pod = Api::<Pod>::namespaced(client.clone(), n)
+            .get(p)
+            .await
+            .expect("pod");
+        assert!(ephemeral_names(&pod).is_empty(), "{p} must not be attached");
+        assert!(
+            events_for(&client, n, p).await.is_empty(),
+            "{p} must not be reported"
+        );
+    }
+    r.shutdown().await;
+}
+
+/// Two instances: only the Lease holder patches; when it dies without releasing, the standby
+/// takes over once the Lease expires; a clean shutdown releases the Lease.
+#[tokio::test]
+async fn leader_election_only_the_holder_patches() {
+    let cp = ControlPlane::start().await;
+    let client = cp.client();
+    install_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[]).await;
+    let _kubelet = Kubelet::start(&client, &ns).await;
+    let elected = |id: &str| ReconcilerArgs {
+        leader_election: true,
+        leader_election_identity: Some(id.to_string()),
+        leader_election_lease_duration: Duration::from_secs(3),
+        leader_election_renew_deadline: Duration::from_secs(2),
+        leader_election_retry_period: Duration::from_millis(300),
+        ..fast_args()
+    };
+    let settings = shared(Config::default(), &own);
+    let a = Reconciler::start(&client, settings.clone(), &own, &elected("replica-a")).await;
+    let leases = Api::<Lease>::namespaced(client.clone(), &own);
+    let holder = || async {
+        leases
+            .get_opt(reconciler::LEASE_NAME)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    poll_until(WAIT, "replica-a holds the lease", || async {
+        (holder().await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let b = Reconciler::start(&client, settings.clone(), &own, &elected("replica-b")).await;
+
+    create(&client, &ns, &plain_pod("web-1", "web", &[])).await;
+    create(&client, &ns, &attachment("cap", None, Some("web"), None)).await;
+    wait_attached(&client, &ns, "cap", "web", "whisperer-cap", 1).await;
+    assert!(a.real_patches() >= 1.0);
+    assert_eq!(b.real_patches(), 0.0, "the standby never patches");
+    assert_eq!(a.sample("whisperer_reconciler_leader", ""), 1.0);
+    assert_eq!(b.sample("whisperer_reconciler_leader", ""), 0.0);
+
+    // replica-a dies without releasing the Lease: replica-b takes over after it expires.
+    drop(a);
+    poll_until(WAIT, "replica-b takes the lease", || async {
+        (holder().await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    create(&client, &ns, &plain_pod("web-2", "web", &[])).await;
+    wait_attached(&client, &ns, "cap", "web", "whisperer-cap", 2).await;
+    assert!(b.real_patches() >= 1.0);
+
+    // A clean shutdown releases the Lease.
+    b.shutdown().await;
+    assert_eq!(holder().await, None, "released on shutdown");
+    let ns_obj = Api::<Namespace>::all(client.clone())
+        .get(&own)
+        .await
+        .expect("own namespace");
+    assert!(ns_obj.metadata.name.is_some());
+}
