@@ -54,8 +54,6 @@ pub async fn start_and_register(cp: &ControlPlane, probe_ns: &str, extra: &[&str
     std::fs::write(p("config.yaml"), PROFILES).expect("write");
     let (cert, key, config) = (p("tls.crt"), p("tls.key"), p("config.yaml"));
     let mut argv = vec![
-        "whisperer-injector",
-        "serve",
         "--listen",
         "127.0.0.1:0",
         "--reconciler",
