@@ -33,6 +33,27 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print what a running injector is doing (GET /status).
     Status(StatusArgs),
+    /// Inject manifests on disk (Pods and workload pod templates) as the webhook would.
+    Inject(InjectArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InjectArgs {
+    /// Multi-document YAML to inject; `-` reads standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Profiles file (as for `serve --config`); the built-in default profile without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Namespace of documents that do not name one.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The injector's own namespace, never injected.
+    #[arg(long, default_value = "whisperer-system")]
+    pub injector_namespace: String,
+    /// Inject documents with no `whisperer.dev/inject` annotation too.
+    #[arg(long)]
+    pub inject_by_default: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -11,6 +11,7 @@ pub mod control;
 pub mod dns;
 pub mod engine;
 pub mod metrics;
+pub mod offline;
 pub mod reconciler;
 pub mod reload;
 pub mod render;

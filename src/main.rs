@@ -38,6 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.shutdown().await;
             Ok(())
         }
+        Command::Inject(args) => inject(&args),
         Command::Status(args) => {
             let ca = match &args.cacert {
                 Some(p) => Some(
@@ -73,4 +74,36 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+fn inject(args: &whisperer_injector::cli::InjectArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    use whisperer_injector::config::Config;
+    use whisperer_injector::engine::Settings;
+    let (text, origin) = if args.file.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::stdin()
+            .read_to_string(&mut t)
+            .context("cannot read standard input")?;
+        (t, "<stdin>".to_string())
+    } else {
+        let t = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?;
+        (t, args.file.display().to_string())
+    };
+    let config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let mut settings = Settings::new(std::sync::Arc::new(config), &args.injector_namespace);
+    settings.inject_by_default = args.inject_by_default;
+    let (out, outcomes) =
+        whisperer_injector::offline::inject_yaml(&text, &origin, &args.namespace, &settings)?;
+    print!("{out}");
+    for o in outcomes {
+        if let Some(result) = o.result {
+            eprintln!("{} {}: {result}", o.kind, o.name);
+        }
+    }
+    Ok(())
 }
