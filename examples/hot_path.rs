@@ -28,6 +28,9 @@ fn main() {
     time("parse body as Value", &mut || {
         std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&body).expect("v"));
     });
+    time("nesting scan", &mut || {
+        std::hint::black_box(whisperer_injector::webhook::nesting_exceeds(&body, 100));
+    });
     time("parse Pod (typed)", &mut || {
         std::hint::black_box(serde_json::from_str::<Pod>(&pod_text).expect("pod"));
     });

@@ -81,6 +81,10 @@ async fn controller(
     metrics_file: String,
     args: ReconcilerArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let client = Client::try_default().await?;
     let settings = Arc::new(ArcSwap::from_pointee(Settings::new(
         Arc::new(Config::default()),
@@ -164,7 +168,10 @@ impl Child {
                 &concurrency.to_string(),
             ])
             .env("KUBECONFIG", cp.kubeconfig_path())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn controller");

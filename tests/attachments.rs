@@ -140,6 +140,10 @@ impl Reconciler {
         self.handle.as_ref().expect("running").attachment_lookup()
     }
 
+    fn status(&self) -> std::sync::Arc<dyn whisperer_injector::status::StatusSource> {
+        self.handle.as_ref().expect("running").status_source()
+    }
+
     fn real_patches(&self) -> f64 {
         self.sample("whisperer_ephemeral_patches_total", "mode=\"real\"")
     }
@@ -514,6 +518,13 @@ async fn deployment_replicas_replacements_generations_and_detach() {
         (seen.phase.as_str(), seen.uid.as_str(), seen.deleting),
         ("Attached", uid.as_str(), false)
     );
+    // ... and of GET /status.
+    let report = r.status().attachments();
+    let cap = report
+        .iter()
+        .find(|a| a.name == "cap")
+        .expect("cap in the status report");
+    assert_eq!((cap.phase.as_str(), cap.pods.len()), ("Attached", 3));
     assert!(att.finalizers().iter().any(|f| f == "whisperer.dev/detach"));
     // The API server defaults `resources: {}`; nothing is requested or limited.
     assert!(ec.ports.is_none());

@@ -5,7 +5,6 @@ use clap::{ArgAction, Args};
 /// Flags of the reconciler, flattened into `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ReconcilerArgs {
-    // Whether the reconciler runs at all is `serve --reconciler auto|on|off` (src/cli.rs).
     /// Attachments reconciled at once, and ephemeral-container patches in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub reconcile_concurrency: u16,

@@ -15,7 +15,7 @@ use kube::ResourceExt;
 
 use super::attach::Outcome;
 use super::controller::Ctx;
-use super::podview::PodView;
+use super::podcache::PodInfo;
 use super::podwork::{self, Request, Step};
 use crate::engine::{
     decide_admission, AdmissionSubject, Decision, ANNOTATION_INJECTED, ANNOTATION_PROFILE,
@@ -26,19 +26,19 @@ pub const BACKSTOP_IDENTITY: &str = "backstop";
 /// Namespace label the webhook's namespaceSelector requires.
 pub const NAMESPACE_LABEL: (&str, &str) = ("injection", "enabled");
 
-fn pod_reference(p: &PodView) -> ObjectReference {
+fn pod_reference(p: &PodInfo) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
-        name: p.metadata.name.clone(),
-        namespace: p.metadata.namespace.clone(),
-        uid: p.metadata.uid.clone(),
+        name: Some(p.name().to_string()),
+        namespace: Some(p.namespace().to_string()),
+        uid: Some(p.uid().to_string()),
         ..ObjectReference::default()
     }
 }
 
 /// Opted-in pods the webhook missed.
-fn uninjected(ctx: &Ctx) -> Vec<Arc<PodView>> {
+fn uninjected(ctx: &Ctx) -> Vec<Arc<PodInfo>> {
     let settings = ctx.settings.load();
     let enabled: HashSet<String> = ctx
         .caches
@@ -50,26 +50,25 @@ fn uninjected(ctx: &Ctx) -> Vec<Arc<PodView>> {
         })
         .map(|n| n.name_any())
         .collect();
-    ctx.caches.pods.state_filter(|p| {
-        if !enabled.contains(p.namespace())
-            || p.terminating()
-            || p.finished()
-            || p.annotation(ANNOTATION_INJECTED).is_some()
-        {
-            return false;
-        }
-        let pod = p.to_pod();
-        let subject = AdmissionSubject {
-            operation: "CREATE",
-            group: "",
-            version: "v1",
-            kind: "Pod",
-            sub_resource: None,
-            namespace: p.namespace(),
-            pod: Some(&pod),
-        };
-        matches!(decide_admission(&subject, &settings), Decision::Inject(_))
-    })
+    ctx.caches.pods.filter(
+        |ns| enabled.contains(ns),
+        |p| {
+            if p.terminating() || p.finished() || p.annotation(ANNOTATION_INJECTED).is_some() {
+                return false;
+            }
+            let pod = p.to_pod();
+            let subject = AdmissionSubject {
+                operation: "CREATE",
+                group: "",
+                version: "v1",
+                kind: "Pod",
+                sub_resource: None,
+                namespace: p.namespace(),
+                pod: Some(&pod),
+            };
+            matches!(decide_admission(&subject, &settings), Decision::Inject(_))
+        },
+    )
 }
 
 pub async fn run(ctx: Arc<Ctx>, interval: Duration, attach: bool) {

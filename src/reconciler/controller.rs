@@ -299,6 +299,8 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
     }
     let mut newly_attached = Vec::new();
     let mut refused: Vec<(String, String)> = Vec::new();
+    let started = Instant::now();
+    let to_patch = work.len();
     for (w, outcome) in podwork::execute(work, &ctx.patcher, ctx.concurrency).await {
         let Some((e, at)) = podwork::settle(&w, &outcome, &ctx.memory) else {
             continue;
@@ -371,6 +373,15 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
     }
     let st = status::build(snapshot(phase, entries, readiness, dl.at));
     write_status(&api, att, &st).await?;
+    tracing::debug!(
+        attachment = %name,
+        namespace = %ns,
+        selected = st.selected_pods,
+        attached = st.attached_pods,
+        patched = to_patch,
+        patch_seconds = started.elapsed().as_secs_f64(),
+        "reconciled"
+    );
 
     if !newly_attached.is_empty() {
         let note = format!(

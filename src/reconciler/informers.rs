@@ -6,6 +6,7 @@
 //! watched as metadata only, so memory stays small with many pods.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::StreamExt;
@@ -22,6 +23,7 @@ use tokio::task::JoinSet;
 
 use super::crd::Attachment;
 use super::metrics::{ErrorKind, ReconcilerMetrics};
+use super::podcache::{PodCache, PodInfo};
 use super::podview::{controller_of, prune, PodView};
 use super::targets::{Matcher, Owners, Selection};
 
@@ -29,7 +31,7 @@ pub type Queue = UnboundedSender<ReconcileRequest<Attachment>>;
 
 #[derive(Clone)]
 pub struct Caches {
-    pub pods: Store<PodView>,
+    pub pods: Arc<PodCache>,
     pub owners: Owners,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub attachments: Store<Attachment>,
@@ -38,7 +40,7 @@ pub struct Caches {
 impl Caches {
     /// Resolves once every cache holds its initial list.
     pub async fn ready(&self) {
-        let _ = self.pods.wait_until_ready().await;
+        self.pods.wait_until_ready().await;
         let _ = self.owners.replicasets.wait_until_ready().await;
         let _ = self.owners.jobs.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
@@ -47,7 +49,7 @@ impl Caches {
 
     /// Attachments in the pod's namespace that select it (or may, while its owner is not
     /// cached yet), plus those whose status lists it (so a pod that left is dropped).
-    pub fn attachments_for_pod(&self, pod: &PodView) -> Vec<ObjectRef<Attachment>> {
+    pub fn attachments_for_pod(&self, pod: &PodInfo) -> Vec<ObjectRef<Attachment>> {
         let ns = pod.namespace();
         self.attachments
             .state()
@@ -121,7 +123,7 @@ pub fn start(
     queue: Queue,
     tasks: &mut JoinSet<()>,
 ) -> Caches {
-    let (pods, pods_w) = reflector::store::<PodView>();
+    let pods = Arc::new(PodCache::default());
     let (replicasets, rs_w) = reflector::store::<PartialObjectMeta<ReplicaSet>>();
     let (jobs, jobs_w) = reflector::store::<PartialObjectMeta<Job>>();
     let (namespaces, ns_w) = reflector::store::<PartialObjectMeta<Namespace>>();
@@ -155,16 +157,24 @@ pub fn start(
 
     // Pods: mapped to the Attachments that select them; a relist reconciles everything.
     {
-        let stream = watcher(Api::<PodView>::all(client.clone()), cfg.clone())
-            .default_backoff()
-            .modify(|p: &mut PodView| prune(&mut p.metadata))
-            .reflect(pods_w);
+        // Paginated (no `any_semantic`): a list served from the watch cache ignores the page
+        // size, and one 10,000-pod answer would be a 40 MB peak.
+        let stream = watcher(
+            Api::<PodView>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff();
         let (queue, metrics, c) = (queue.clone(), metrics.clone(), caches.clone());
         tasks.spawn(stream.for_each(move |ev| {
             match ev {
-                Ok(Event::Apply(p) | Event::Delete(p)) => send(&queue, c.attachments_for_pod(&p)),
-                Ok(Event::InitDone) => send(&queue, c.all_attachments()),
-                Ok(_) => {}
+                Ok(ev) => {
+                    let pod = c.pods.apply(&ev);
+                    if let Some(pod) = pod {
+                        send(&queue, c.attachments_for_pod(&pod));
+                    } else if matches!(ev, Event::InitDone) {
+                        send(&queue, c.all_attachments());
+                    }
+                }
                 Err(e) => watch_error(&metrics, "pods", &e),
             }
             std::future::ready(())

@@ -16,13 +16,14 @@ mod informers;
 mod leader;
 mod memory;
 mod metrics;
+mod podcache;
 mod podview;
 mod podwork;
 mod ratelimit;
 mod status;
 mod targets;
 
-pub use agent::{control_api_env, AgentEnv, AttachmentCache};
+pub use agent::{control_api_env, AgentEnv, AttachmentCache, ReconcilerStatus};
 pub use args::ReconcilerArgs;
 pub use backstop::BACKSTOP_IDENTITY;
 pub use crd::{
@@ -82,6 +83,7 @@ pub struct ReconcilerHandle {
     stop: Option<watch::Sender<bool>>,
     task: Option<JoinHandle<()>>,
     cache: AttachmentCache,
+    metrics: ReconcilerMetrics,
     _cache_task: AbortOnDrop,
 }
 
@@ -89,6 +91,14 @@ impl ReconcilerHandle {
     /// Attachments as this replica sees them (leader or not), for the agent control API.
     pub fn attachment_lookup(&self) -> Arc<dyn crate::control::AttachmentLookup> {
         Arc::new(self.cache.clone())
+    }
+
+    /// The reconciler's part of `GET /status`.
+    pub fn status_source(&self) -> Arc<dyn crate::status::StatusSource> {
+        Arc::new(ReconcilerStatus {
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+        })
     }
 
     /// Stops the controllers and the backstop, then releases the Lease.
@@ -180,6 +190,7 @@ pub async fn start_with_agent_env(
         agent_env,
     };
     let (cache, cache_task) = AttachmentCache::start(&client);
+    let handle_metrics = worker.metrics.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = if args.leader_election {
         let cfg = LeaseConfig {
@@ -202,6 +213,7 @@ pub async fn start_with_agent_env(
         stop: Some(stop_tx),
         task: Some(task),
         cache,
+        metrics: handle_metrics,
         _cache_task: AbortOnDrop(cache_task),
     })
 }

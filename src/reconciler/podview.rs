@@ -1,10 +1,10 @@
-//! A pod as the reconciler keeps it in memory: only what the engine and the owner resolution
-//! read. Pods are deserialized straight into this shape (unknown fields are skipped by serde),
-//! and [`prune`] drops the metadata nobody reads, so 10,000 pods stay a few megabytes.
+//! A pod as the reconciler reads it from the API: only what the engine and the owner
+//! resolution need. Pods are deserialized straight into this shape (serde skips the rest), then
+//! turned into the compact `PodInfo` of the pod cache. [`prune`] trims the metadata of the
+//! ReplicaSets, Jobs and namespaces kept in the owner caches.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, PodSpec, PodStatus, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
@@ -113,108 +113,11 @@ pub fn prune(meta: &mut ObjectMeta) {
 }
 
 impl PodView {
-    pub fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or_default()
-    }
-
-    pub fn namespace(&self) -> &str {
-        self.metadata.namespace.as_deref().unwrap_or_default()
-    }
-
-    pub fn uid(&self) -> &str {
-        self.metadata.uid.as_deref().unwrap_or_default()
-    }
-
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .map(String::as_str)
-    }
-
-    pub fn terminating(&self) -> bool {
-        self.metadata.deletion_timestamp.is_some()
-    }
-
-    pub fn finished(&self) -> bool {
-        matches!(
-            self.status.phase.as_deref(),
-            Some("Succeeded") | Some("Failed")
-        )
-    }
-
     pub fn has_ephemeral(&self, name: &str) -> bool {
         self.spec
             .ephemeral_containers
             .iter()
             .any(|c| c.name == name)
-    }
-
-    /// The terminated state of an ephemeral container, as its kubelet reported it.
-    pub fn ephemeral_terminated(&self, name: &str) -> Option<&Terminated> {
-        self.status
-            .ephemeral_container_statuses
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.state.terminated.as_ref())
-    }
-
-    /// `(kind, name)` of the controller owner reference.
-    pub fn controller(&self) -> Option<(&str, &str)> {
-        controller_of(&self.metadata)
-    }
-
-    /// The pod as the engine reads it: names of containers, ephemeral containers and
-    /// volumes, the whisperer annotations, the deletion timestamp and the phase.
-    pub fn to_pod(&self) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: self.metadata.name.clone(),
-                namespace: self.metadata.namespace.clone(),
-                uid: self.metadata.uid.clone(),
-                labels: self.metadata.labels.clone(),
-                annotations: self.metadata.annotations.clone(),
-                deletion_timestamp: self.metadata.deletion_timestamp.clone(),
-                ..ObjectMeta::default()
-            },
-            spec: Some(PodSpec {
-                containers: self
-                    .spec
-                    .containers
-                    .iter()
-                    .map(|c| Container {
-                        name: c.name.clone(),
-                        ..Container::default()
-                    })
-                    .collect(),
-                ephemeral_containers: Some(
-                    self.spec
-                        .ephemeral_containers
-                        .iter()
-                        .map(|c| EphemeralContainer {
-                            name: c.name.clone(),
-                            ..EphemeralContainer::default()
-                        })
-                        .collect(),
-                ),
-                volumes: Some(
-                    self.spec
-                        .volumes
-                        .iter()
-                        .map(|v| Volume {
-                            name: v.name.clone(),
-                            ..Volume::default()
-                        })
-                        .collect(),
-                ),
-                ..PodSpec::default()
-            }),
-            status: Some(PodStatus {
-                phase: self.status.phase.clone(),
-                ..PodStatus::default()
-            }),
-        }
     }
 }
 
@@ -264,15 +167,19 @@ mod tests {
         assert!(p.metadata.managed_fields.is_none());
         let ann = p.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(ann.len(), 1);
-        assert_eq!(p.annotation("whisperer.dev/inject"), Some("true"));
-        assert_eq!(p.controller(), Some(("ReplicaSet", "web-abc")));
+        assert_eq!(controller_of(&p.metadata), Some(("ReplicaSet", "web-abc")));
         assert_eq!(p.metadata.owner_references.as_ref().map(Vec::len), Some(1));
         assert!(p.has_ephemeral("whisperer-cap"));
+
+        let info = crate::reconciler::podcache::PodInfo::new(&p);
+        assert_eq!(info.annotation("whisperer.dev/inject"), Some("true"));
+        assert_eq!(info.controller(), Some(("ReplicaSet", "web-abc")));
         assert_eq!(
-            p.ephemeral_terminated("whisperer-cap").map(|t| t.exit_code),
+            info.ephemeral_terminated("whisperer-cap")
+                .map(|t| t.exit_code),
             Some(2)
         );
-        let pod = p.to_pod();
+        let pod = info.to_pod();
         let spec = pod.spec.expect("spec");
         assert_eq!(spec.containers[0].name, "app");
         assert_eq!(spec.volumes.expect("volumes")[0].name, "kube-api-access-x");

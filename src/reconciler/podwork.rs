@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::attach::{Outcome, Patcher};
 use super::crd::PodState;
 use super::memory::Memory;
-use super::podview::PodView;
+use super::podcache::PodInfo;
 use super::status::PodEntry;
 use crate::engine::{
     decide_attach, ephemeral_container_name, AttachSubject, Decision, Settings, SkipReason,
@@ -37,7 +37,7 @@ pub struct Request<'a> {
 /// A pod to patch.
 #[derive(Debug, Clone)]
 pub struct Work {
-    pub pod: Arc<PodView>,
+    pub pod: Arc<PodInfo>,
     pub generation: u32,
     pub container: EphemeralContainer,
     /// Said in the status entry (engine warnings, the previous generation's end).
@@ -63,7 +63,7 @@ fn gen_of(index: usize) -> u32 {
 }
 
 pub fn step(
-    pod: &Arc<PodView>,
+    pod: &Arc<PodInfo>,
     req: &Request<'_>,
     names: &[String],
     settings: &Settings,
@@ -154,11 +154,10 @@ pub fn step(
 /// Pods whose ephemeral container Pod Security would judge alike: same controller, same
 /// template revision, same container. One dry run speaks for the group.
 fn template_key(w: &Work) -> String {
-    let labels = w.pod.metadata.labels.as_ref();
-    let revision = labels.and_then(|l| {
-        l.get("pod-template-hash")
-            .or_else(|| l.get("controller-revision-hash"))
-    });
+    let revision = w
+        .pod
+        .label("pod-template-hash")
+        .or_else(|| w.pod.label("controller-revision-hash"));
     match (w.pod.controller(), revision) {
         (Some((kind, name)), Some(rev)) => format!("{kind}/{name}/{rev}/{}", w.container.name),
         (Some(("Job", name)), None) => format!("Job/{name}/{}", w.container.name),
@@ -251,7 +250,7 @@ pub fn settle(w: &Work, outcome: &Outcome, memory: &Memory) -> Option<(PodEntry,
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::reconciler::podview::{EphemeralState, EphemeralStatus, Named, Terminated};
+    use crate::reconciler::podview::{EphemeralState, EphemeralStatus, Named, PodView, Terminated};
 
     fn settings() -> Settings {
         Settings::new(Arc::new(Config::default()), "whisperer-system")
@@ -303,7 +302,13 @@ mod tests {
         );
         let mem = Memory::default();
         let s = settings();
-        match step(&Arc::new(running("p", &[])), &REQ, &names, &s, &mem) {
+        match step(
+            &Arc::new(PodInfo::new(&running("p", &[]))),
+            &REQ,
+            &names,
+            &s,
+            &mem,
+        ) {
             Step::Patch(w) => {
                 assert_eq!(
                     (w.generation, w.container.name.as_str()),
@@ -314,7 +319,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match step(
-            &Arc::new(running("p", &["whisperer-cap"])),
+            &Arc::new(PodInfo::new(&running("p", &["whisperer-cap"]))),
             &REQ,
             &names,
             &s,
@@ -325,7 +330,7 @@ mod tests {
         }
         let mut p = running("p", &["whisperer-cap"]);
         terminated(&mut p, "whisperer-cap");
-        match step(&Arc::new(p), &REQ, &names, &s, &mem) {
+        match step(&Arc::new(PodInfo::new(&p)), &REQ, &names, &s, &mem) {
             Step::Patch(w) => {
                 assert_eq!(w.generation, 2);
                 assert!(w.note.as_deref().is_some_and(|n| n.contains("exit code 1")));
@@ -337,7 +342,7 @@ mod tests {
             &["whisperer-cap", "whisperer-cap-2", "whisperer-cap-3"],
         );
         terminated(&mut p, "whisperer-cap-3");
-        match step(&Arc::new(p), &REQ, &names, &s, &mem) {
+        match step(&Arc::new(PodInfo::new(&p)), &REQ, &names, &s, &mem) {
             Step::Entry(e, None) => {
                 assert_eq!(e.state, PodState::Failed);
                 assert_eq!(e.reason.as_deref(), Some("GenerationsExhausted"));
@@ -353,7 +358,7 @@ mod tests {
         let s = settings();
         let mut pending = running("p", &[]);
         pending.status.phase = Some("Pending".into());
-        match step(&Arc::new(pending), &REQ, &names, &s, &mem) {
+        match step(&Arc::new(PodInfo::new(&pending)), &REQ, &names, &s, &mem) {
             Step::Entry(e, None) => {
                 assert_eq!(e.state, PodState::Pending);
                 assert_eq!(e.reason.as_deref(), Some("pod-not-running"));
@@ -364,7 +369,13 @@ mod tests {
             expired: true,
             ..REQ
         };
-        match step(&Arc::new(running("p", &[])), &expired, &names, &s, &mem) {
+        match step(
+            &Arc::new(PodInfo::new(&running("p", &[]))),
+            &expired,
+            &names,
+            &s,
+            &mem,
+        ) {
             Step::Entry(e, None) => assert_eq!(e.state, PodState::Skipped),
             other => panic!("{other:?}"),
         }
@@ -372,18 +383,30 @@ mod tests {
             target_container: Some("nope"),
             ..REQ
         };
-        match step(&Arc::new(running("p", &[])), &missing, &names, &s, &mem) {
+        match step(
+            &Arc::new(PodInfo::new(&running("p", &[]))),
+            &missing,
+            &names,
+            &s,
+            &mem,
+        ) {
             Step::Entry(e, None) => assert_eq!(e.state, PodState::Failed),
             other => panic!("{other:?}"),
         }
         // A patch the watch has not echoed yet counts as attached.
         mem.record_attached("uid-q", "whisperer-cap");
-        match step(&Arc::new(running("q", &[])), &REQ, &names, &s, &mem) {
+        match step(
+            &Arc::new(PodInfo::new(&running("q", &[]))),
+            &REQ,
+            &names,
+            &s,
+            &mem,
+        ) {
             Step::Entry(e, None) => assert_eq!(e.state, PodState::Attached),
             other => panic!("{other:?}"),
         }
         // A refused pod waits for its back-off.
-        let pod = Arc::new(running("r", &[]));
+        let pod = Arc::new(PodInfo::new(&running("r", &[])));
         let Step::Patch(w) = step(&pod, &REQ, &names, &s, &mem) else {
             panic!("expected a patch")
         };

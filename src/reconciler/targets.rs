@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use kube::core::{PartialObjectMeta, Selector, SelectorExt};
+use kube::core::{Expression, PartialObjectMeta, Selector};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 
 use super::crd::{Attachment, TargetKind};
-use super::podview::{controller_of, PodView};
+use super::podcache::{PodCache, PodInfo};
+use super::podview::controller_of;
 
 /// The metadata of ReplicaSets and Jobs, to walk one more owner hop.
 #[derive(Clone)]
@@ -47,7 +48,7 @@ pub enum Matcher {
         kind: TargetKind,
         name: String,
     },
-    Selector(Selector),
+    Selector(Vec<Expression>),
     /// An invalid spec selects nothing.
     Nothing(String),
 }
@@ -71,7 +72,7 @@ impl Matcher {
                 Ok(s) if s.selects_all() => Matcher::Nothing(
                     "an empty selector would select every pod of the namespace".into(),
                 ),
-                Ok(s) => Matcher::Selector(s),
+                Ok(s) => Matcher::Selector(s.into_iter().collect()),
                 Err(e) => Matcher::Nothing(format!("invalid selector: {e}")),
             },
             (Some(_), Some(_)) => Matcher::Nothing("set only one of target and selector".into()),
@@ -80,7 +81,7 @@ impl Matcher {
     }
 
     /// Whether `pod` (already known to be in the Attachment's namespace) is selected.
-    pub fn selects(&self, pod: &PodView, owners: &Owners) -> Selection {
+    pub fn selects(&self, pod: &PodInfo, owners: &Owners) -> Selection {
         let yes = |b: bool| {
             if b {
                 Selection::Selected
@@ -90,10 +91,7 @@ impl Matcher {
         };
         match self {
             Matcher::Nothing(_) => Selection::NotSelected,
-            Matcher::Selector(s) => {
-                let empty = Default::default();
-                yes(s.matches(pod.metadata.labels.as_ref().unwrap_or(&empty)))
-            }
+            Matcher::Selector(s) => yes(pod.matches(s)),
             Matcher::Target { kind, name } => {
                 let owner = pod.controller();
                 match kind {
@@ -142,22 +140,21 @@ impl Matcher {
 pub fn resolve(
     att: &Attachment,
     matcher: &Matcher,
-    pods: &Store<PodView>,
+    pods: &PodCache,
     owners: &Owners,
-) -> Vec<Arc<PodView>> {
+) -> Vec<Arc<PodInfo>> {
     let ns = att.namespace().unwrap_or_default();
-    let mut out: Vec<Arc<PodView>> = match matcher {
+    let mut out: Vec<Arc<PodInfo>> = match matcher {
         Matcher::Nothing(_) => Vec::new(),
         Matcher::Target {
             kind: TargetKind::Pod,
             name,
-        } => pods
-            .get(&ObjectRef::new(name).within(&ns))
-            .into_iter()
-            .collect(),
-        _ => pods.state_filter(|p| {
-            p.namespace() == ns && matcher.selects(p, owners) == Selection::Selected
-        }),
+        } => pods.get(&ns, name).into_iter().collect(),
+        _ => {
+            let mut all = pods.in_namespace(&ns);
+            all.retain(|p| matcher.selects(p, owners) == Selection::Selected);
+            all
+        }
     };
     out.sort_by(|a, b| a.name().cmp(b.name()));
     out
@@ -166,6 +163,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconciler::podview::PodView;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         LabelSelector, ObjectMeta, OwnerReference,
     };
@@ -185,8 +183,8 @@ mod tests {
         }])
     }
 
-    fn pod(ns: &str, name: &str, owner: Option<(&str, &str)>) -> PodView {
-        PodView {
+    fn pod(ns: &str, name: &str, owner: Option<(&str, &str)>) -> PodInfo {
+        PodInfo::new(&PodView {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some(ns.into()),
@@ -195,7 +193,7 @@ mod tests {
                 ..Default::default()
             },
             ..Default::default()
-        }
+        })
     }
 
     fn meta<K: kube::Resource<DynamicType = ()>>(

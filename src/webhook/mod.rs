@@ -7,5 +7,5 @@ pub(crate) mod server;
 
 pub use error::{json_error, ReviewError};
 pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
-pub use review::API_VERSION;
+pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ServeError, ServerOptions};

@@ -119,20 +119,28 @@ pub const MAX_NESTING: usize = 100;
 /// are skipped so brackets inside them do not count.
 pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                // Jump from quote to quote (or escape) instead of walking string bytes:
+                // most of a pod is string contents.
+                i += 1;
+                loop {
+                    let Some(rest) = json.get(i..) else {
+                        return false;
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(off) if json[i + off] == b'\\' => i += off + 2,
+                        Some(off) => {
+                            i += off + 1;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -142,6 +150,7 @@ pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -156,5 +165,30 @@ mod tests {
         assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
         assert!(!nesting_exceeds(br#"{"s":"\"{{{{"}"#, 1));
         assert!(nesting_exceeds(&[b'['; 101], MAX_NESTING));
+        assert!(
+            !nesting_exceeds(br#"{"a":"x\\"}"#, 1),
+            "escaped backslash ends the escape"
+        );
+        assert!(!nesting_exceeds(br#"{"a":"unterminated \"#, 1));
+    }
+
+    #[test]
+    fn nesting_scan_never_panics() {
+        // Deterministic xorshift over an alphabet heavy in the bytes the scanner acts on.
+        let alphabet = br#"{}[]"\a:,"#;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..64 {
+            for _ in 0..200 {
+                let input: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        alphabet[(x % alphabet.len() as u64) as usize]
+                    })
+                    .collect();
+                let _ = nesting_exceeds(&input, 3);
+            }
+        }
     }
 }
