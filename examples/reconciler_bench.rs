@@ -308,6 +308,10 @@ async fn drive(
     println!("| ---: | ---: | ---: | ---: |");
     let mut last = None;
     for (i, &q) in qps.iter().enumerate() {
+        // One controller at a time (leader election is off).
+        if let Some(prev) = last.take() {
+            let _: (u64, u64) = Child::stop(prev);
+        }
         let child = Child::spawn(&cp, &own, dir.path(), q, concurrency);
         for (&n, ns) in &namespaces {
             let name = format!("bench-{i}");
@@ -384,9 +388,7 @@ async fn drive(
                 after.1 - before.1
             );
         }
-        if let Some(prev) = last.replace(child) {
-            let _: (u64, u64) = Child::stop(prev);
-        }
+        last = Some(child);
     }
     let Some(child) = last else {
         return Ok(());

@@ -23,8 +23,9 @@ use tokio::task::JoinSet;
 
 use super::crd::Attachment;
 use super::metrics::{ErrorKind, ReconcilerMetrics};
-use super::podcache::{PodCache, PodInfo};
+use super::podcache::{Change, PodCache};
 use super::podview::{controller_of, prune, PodView};
+use super::podwork::generation_names;
 use super::targets::{Matcher, Owners, Selection};
 
 pub type Queue = UnboundedSender<ReconcileRequest<Attachment>>;
@@ -35,6 +36,8 @@ pub struct Caches {
     pub owners: Owners,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub attachments: Store<Attachment>,
+    /// Generations per pod (`--max-generations`): names the containers an Attachment owns.
+    pub max_generations: u32,
 }
 
 impl Caches {
@@ -48,13 +51,19 @@ impl Caches {
     }
 
     /// Attachments in the pod's namespace that select it (or may, while its owner is not
-    /// cached yet), plus those whose status lists it (so a pod that left is dropped).
-    pub fn attachments_for_pod(&self, pod: &PodInfo) -> Vec<ObjectRef<Attachment>> {
+    /// cached yet), plus those whose status lists it (so a pod that left is dropped); only
+    /// those the change matters to (another Attachment's Whisperer arriving does not).
+    pub fn attachments_for_pod(&self, change: &Change) -> Vec<ObjectRef<Attachment>> {
+        let pod = &*change.new;
         let ns = pod.namespace();
         self.attachments
             .state()
             .into_iter()
             .filter(|a| a.metadata.namespace.as_deref() == Some(ns))
+            .filter(|a| {
+                let name = a.metadata.name.as_deref().unwrap_or_default();
+                change.matters_to(&generation_names(name, self.max_generations))
+            })
             .filter(|a| {
                 let m = Matcher::of(a);
                 match m.selects(pod, &self.owners) {
@@ -119,6 +128,7 @@ fn prune_meta_only(meta: &mut kube::core::ObjectMeta, keep_labels: bool) {
 /// Starts the watches on `tasks`; the caches fill in the background.
 pub fn start(
     client: &Client,
+    max_generations: u32,
     metrics: &ReconcilerMetrics,
     queue: Queue,
     tasks: &mut JoinSet<()>,
@@ -133,6 +143,7 @@ pub fn start(
         owners: Owners { replicasets, jobs },
         namespaces,
         attachments,
+        max_generations,
     };
     let cfg = watcher::Config::default().any_semantic();
 
@@ -168,9 +179,9 @@ pub fn start(
         tasks.spawn(stream.for_each(move |ev| {
             match ev {
                 Ok(ev) => {
-                    let pod = c.pods.apply(&ev);
-                    if let Some(pod) = pod {
-                        send(&queue, c.attachments_for_pod(&pod));
+                    let change = c.pods.apply(&ev);
+                    if let Some(change) = change {
+                        send(&queue, c.attachments_for_pod(&change));
                     } else if matches!(ev, Event::InitDone) {
                         send(&queue, c.all_attachments());
                     }

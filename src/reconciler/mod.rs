@@ -302,7 +302,13 @@ async fn lead(worker: Worker, mut stop: watch::Receiver<bool>) {
     let args = &worker.args;
     let mut tasks = JoinSet::new();
     let (queue, requests) = futures::channel::mpsc::unbounded();
-    let caches = informers::start(&worker.client, &worker.metrics, queue, &mut tasks);
+    let caches = informers::start(
+        &worker.client,
+        args.max_generations,
+        &worker.metrics,
+        queue,
+        &mut tasks,
+    );
     tokio::select! {
         _ = caches.ready() => {}
         _ = stopped(&mut stop) => return,

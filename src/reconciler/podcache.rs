@@ -182,6 +182,26 @@ impl PodInfo {
         self.ended.iter().find(|e| &*e.name == name)
     }
 
+    /// Whether `other` differs from this pod in anything but ephemeral containers (and their
+    /// statuses): what every Attachment selecting the pod cares about.
+    pub fn differs_beyond_ephemeral(&self, other: &PodInfo) -> bool {
+        self.name != other.name
+            || self.uid != other.uid
+            || self.labels != other.labels
+            || self.annotations != other.annotations
+            || self.controller != other.controller
+            || self.terminating != other.terminating
+            || self.phase != other.phase
+            || self.containers != other.containers
+            || self.volumes != other.volumes
+    }
+
+    /// Whether the ephemeral container `name` (presence or end) differs.
+    pub fn ephemeral_differs(&self, other: &PodInfo, name: &str) -> bool {
+        self.has_ephemeral(name) != other.has_ephemeral(name)
+            || self.ephemeral_terminated(name) != other.ephemeral_terminated(name)
+    }
+
     /// Whether every expression of a label selector holds for this pod.
     pub fn matches(&self, expressions: &[Expression]) -> bool {
         expressions.iter().all(|e| match e {
@@ -261,25 +281,49 @@ struct Inner {
     relist: Option<ByNamespace>,
 }
 
-fn insert(map: &mut ByNamespace, v: &PodView) -> Arc<PodInfo> {
+/// Inserts the pod; returns it and the version it replaced.
+fn insert(map: &mut ByNamespace, v: &PodView) -> (Option<Arc<PodInfo>>, Arc<PodInfo>) {
     let ns = v.metadata.namespace.as_deref().unwrap_or_default();
     let key = match map.get_key_value(ns) {
         Some((k, _)) => k.clone(),
         None => Arc::from(ns),
     };
     let info = Arc::new(PodInfo::from_view(v, key.clone()));
-    map.entry(key)
+    let old = map
+        .entry(key)
         .or_default()
         .insert(info.name.clone(), info.clone());
-    info
+    (old, info)
 }
 
-fn remove(map: &mut ByNamespace, ns: &str, name: &str) {
-    if let Some(pods) = map.get_mut(ns) {
-        pods.remove(name);
-        if pods.is_empty() {
-            map.remove(ns);
-        }
+fn remove(map: &mut ByNamespace, ns: &str, name: &str) -> Option<Arc<PodInfo>> {
+    let pods = map.get_mut(ns)?;
+    let old = pods.remove(name);
+    if pods.is_empty() {
+        map.remove(ns);
+    }
+    old
+}
+
+/// One pod event, as the trigger mapping reads it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The cached version before the event (`None`: the pod is new to the cache).
+    pub old: Option<Arc<PodInfo>>,
+    /// The pod after the event (for a deletion, its last state).
+    pub new: Arc<PodInfo>,
+    pub deleted: bool,
+}
+
+impl Change {
+    /// Whether an Attachment whose containers are `names` may see something new.
+    pub fn matters_to(&self, names: &[String]) -> bool {
+        let Some(old) = &self.old else {
+            return true;
+        };
+        self.deleted
+            || old.differs_beyond_ephemeral(&self.new)
+            || names.iter().any(|n| old.ephemeral_differs(&self.new, n))
     }
 }
 
@@ -311,8 +355,8 @@ impl PodCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Applies one watch event; returns the pod for `Apply` and `Delete` (its last state).
-    pub fn apply(&self, ev: &Event<PodView>) -> Option<Arc<PodInfo>> {
+    /// Applies one watch event; returns the change for `Apply` and `Delete`.
+    pub fn apply(&self, ev: &Event<PodView>) -> Option<Change> {
         let mut inner = self.write();
         match ev {
             Event::Init => {
@@ -333,11 +377,22 @@ impl PodCache {
                 self.ready.send_replace(true);
                 None
             }
-            Event::Apply(v) => Some(insert(&mut inner.live, v)),
+            Event::Apply(v) => {
+                let (old, new) = insert(&mut inner.live, v);
+                Some(Change {
+                    old,
+                    new,
+                    deleted: false,
+                })
+            }
             Event::Delete(v) => {
-                let info = Arc::new(PodInfo::new(v));
-                remove(&mut inner.live, info.namespace(), info.name());
-                Some(info)
+                let new = Arc::new(PodInfo::new(v));
+                let old = remove(&mut inner.live, new.namespace(), new.name());
+                Some(Change {
+                    old,
+                    new,
+                    deleted: true,
+                })
             }
         }
     }
@@ -413,7 +468,8 @@ mod tests {
         let gone = c
             .apply(&Event::Delete(view("a", "p1", &[])))
             .expect("deleted pod");
-        assert_eq!(gone.name(), "p1");
+        assert!(gone.deleted && gone.old.is_some());
+        assert_eq!(gone.new.name(), "p1");
         assert!(c.get("a", "p1").is_none() && c.get("a", "p2").is_some());
         c.apply(&Event::Init);
         c.apply(&Event::InitApply(view("b", "p3", &[])));
@@ -423,6 +479,32 @@ mod tests {
         c.apply(&Event::Apply(view("b", "p4", &[])));
         let (p3, p4) = (c.get("b", "p3").expect("p3"), c.get("b", "p4").expect("p4"));
         assert!(Arc::ptr_eq(&p3.namespace, &p4.namespace));
+    }
+
+    #[test]
+    fn changes_matter_to_the_attachments_they_touch() {
+        let c = PodCache::default();
+        c.apply(&Event::Init);
+        c.apply(&Event::InitDone);
+        let mut v = view("a", "p", &[("app", "web")]);
+        let first = c.apply(&Event::Apply(v.clone())).expect("change");
+        assert!(first.old.is_none() && first.matters_to(&[]));
+        let names = |n: &str| vec![format!("whisperer-{n}"), format!("whisperer-{n}-2")];
+        // Another Attachment's Whisperer arrives: only that Attachment cares.
+        v.spec
+            .ephemeral_containers
+            .push(crate::reconciler::podview::Named {
+                name: "whisperer-other".into(),
+            });
+        let ch = c.apply(&Event::Apply(v.clone())).expect("change");
+        assert!(ch.matters_to(&names("other")));
+        assert!(!ch.matters_to(&names("cap")));
+        // A phase change matters to everybody.
+        v.status.phase = Some("Running".into());
+        let ch = c.apply(&Event::Apply(v.clone())).expect("change");
+        assert!(ch.matters_to(&names("cap")));
+        let ch = c.apply(&Event::Delete(v)).expect("change");
+        assert!(ch.matters_to(&names("cap")));
     }
 
     #[test]

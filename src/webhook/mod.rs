@@ -1,10 +1,12 @@
 //! The HTTPS admission server: an axum router around the pure engine and renderer.
 
+mod answer;
 mod error;
 mod handler;
 mod review;
 pub(crate) mod server;
 
+pub use answer::answer;
 pub use error::{json_error, ReviewError};
 pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
