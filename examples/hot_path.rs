@@ -26,7 +26,9 @@ fn main() {
         );
     };
     time("whole answer (webhook::answer)", &mut || {
-        std::hint::black_box(whisperer_injector::webhook::answer(&body, &settings).expect("answer"));
+        std::hint::black_box(
+            whisperer_injector::webhook::answer(&body, &settings).expect("answer"),
+        );
     });
     time("scan body (IgnoredAny)", &mut || {
         std::hint::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(&body).expect("v"));

@@ -106,7 +106,16 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
-    /// Run the reconciler (Attachments, backstop): auto = when cluster credentials are found.
+    /// Base URL attached Whisperers use to reach this server's agent control API
+    /// [default: https://whisperer-injector.<namespace>.svc:443].
+    #[arg(long)]
+    pub control_url: Option<String>,
+    /// Key (at least 32 bytes) that agent tokens are minted with; every replica needs the
+    /// same. Default: derived from --tls-key (replicas share the Secret), else random.
+    #[arg(long)]
+    pub agent_token_key: Option<PathBuf>,
+    /// Run the reconciler (Attachments, backstop): auto = when cluster credentials are found
+    /// (and, for the reconciler, the Attachment CRD is installed).
     #[arg(long, value_enum, default_value_t = Toggle::Auto)]
     pub reconciler: Toggle,
     /// Run the DNS proxy: auto = when cluster credentials are found.

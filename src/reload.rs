@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-/// Calls `on_change` with the files' contents whenever any of them changes (and not for the
-/// contents seen at start). Unreadable files are retried on the next tick.
-pub async fn watch_files<F>(paths: Vec<PathBuf>, interval: Duration, mut on_change: F)
-where
+/// Calls `on_change` with the files' contents whenever they differ from what was last seen,
+/// starting from `loaded`: the contents the caller already acted on, so a change made between
+/// loading and the first tick is not missed. Unreadable files are retried on the next tick.
+pub async fn watch_files<F>(
+    paths: Vec<PathBuf>,
+    interval: Duration,
+    loaded: Vec<Vec<u8>>,
+    mut on_change: F,
+) where
     F: FnMut(Vec<Vec<u8>>) + Send,
 {
-    let mut last = digest(&read_all(&paths).await);
+    let mut last = digest(&Some(loaded));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -5,7 +5,7 @@
 mod https;
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{poll_until, ControlPlane};
 use whisperer_injector::cli::ServeArgs;
+use whisperer_injector::reconciler::Attachment;
 
 async fn ask(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
     let mut msg = Message::query();
@@ -53,23 +54,94 @@ fn config(alias_ip: &str) -> String {
     )
 }
 
+async fn install_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    crds.create(
+        &PostParams::default(),
+        &whisperer_injector::reconciler::crd(),
+    )
+    .await
+    .expect("create CRD");
+    poll_until(
+        Duration::from_secs(20),
+        "the Attachment CRD to be served",
+        || {
+            let client = client.clone();
+            async move {
+                Api::<Attachment>::all(client)
+                    .list(&Default::default())
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
+/// The control API as an attached Whisperer calls it: the URL and token from its env.
+async fn agent_asks(ca: &str, url: &str, token: &str) -> (u16, serde_json::Value) {
+    let rest = url.strip_prefix("https://").expect("https url");
+    let (authority, path) = rest.split_at(rest.find('/').expect("path"));
+    let port: u16 = authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut conn = https::connect(SocketAddr::from(([127, 0, 0, 1], port)), ca, false)
+        .await
+        .expect("handshake");
+    let req = hyper::Request::get(format!("https://localhost{path}"))
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let ans = conn.send(req).await;
+    (ans.status, ans.json())
+}
+
+fn env_of(pod: &Pod, container: &str, var: &str) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .ephemeral_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == var)?
+        .value
+        .clone()
+}
+
 #[tokio::test]
 async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
     let cp = ControlPlane::start().await;
     std::env::set_var("KUBECONFIG", cp.kubeconfig_path());
+    install_crd(&cp.client()).await;
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let control_url = format!("https://localhost:{port}");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, config("10.96.0.50")).expect("write");
     let cfg_s = cfg.display().to_string();
     let args = ServeArgs::from_flags([
         "--listen",
-        "127.0.0.1:0",
+        &listen,
         "--dns",
         "on",
         "--dns-listen",
         "127.0.0.1:0",
         "--reconciler",
-        "off",
+        "on",
+        "--leader-election=false",
+        "--control-url",
+        &control_url,
+        "--resync-interval",
+        "1s",
         "--config",
         &cfg_s,
         "--reload-interval",
@@ -132,11 +204,113 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
         .iter()
         .filter_map(|c| c.as_str())
         .collect();
-    assert_eq!(components, ["webhook", "dns"]);
+    assert_eq!(components, ["webhook", "dns", "reconciler"]);
     assert!(
         report["watched"]["Pod"].as_u64().expect("pods watched") >= 1,
         "{report}"
     );
-    let _ = IpAddr::from([0, 0, 0, 0]);
+
+    // Runtime attachment through the Attachment resource, and the agent control API.
+    cp.mark_pod_running(&ns, "web-0", "node-a", "10.1.7.9")
+        .await;
+    let attachments = Api::<Attachment>::namespaced(cp.client(), &ns);
+    let make = |name: &str, ttl: &str| -> Attachment {
+        serde_json::from_value(json!({
+            "apiVersion": "whisperer.dev/v1alpha1", "kind": "Attachment",
+            "metadata": {"name": name},
+            "spec": {"target": {"kind": "Pod", "name": "web-0"}, "ttl": ttl}
+        }))
+        .expect("attachment")
+    };
+    attachments
+        .create(&PostParams::default(), &make("debug", "1h"))
+        .await
+        .expect("create");
+    let attached = poll_until(
+        Duration::from_secs(30),
+        "the Whisperer to be attached",
+        || {
+            let pods = pods.clone();
+            async move {
+                let p = pods.get("web-0").await.ok()?;
+                env_of(&p, "whisperer-debug", "WHISPERER_CONTROL_TOKEN").map(|_| p)
+            }
+        },
+    )
+    .await;
+    let url = env_of(&attached, "whisperer-debug", "WHISPERER_CONTROL_URL").expect("control url");
+    let token = env_of(&attached, "whisperer-debug", "WHISPERER_CONTROL_TOKEN").expect("token");
+    let (status, verdict) = agent_asks(&ca, &url, &token).await;
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["action"], "run");
+    assert!(
+        verdict["deadline"]
+            .as_str()
+            .is_some_and(|d| d.ends_with('Z')),
+        "{verdict}"
+    );
+
+    // A wrong token learns nothing: the same 401 as for an attachment that does not exist.
+    let (bad, bad_body) = agent_asks(&ca, &url, &"0".repeat(64)).await;
+    let ghost_url = url.replace("/attachments/debug/", "/attachments/ghost/");
+    let (ghost, ghost_body) = agent_asks(&ca, &ghost_url, &token).await;
+    assert_eq!((bad, ghost), (401, 401));
+    assert_eq!(bad_body, ghost_body);
+
+    // /status lists the attachment and its pod.
+    let report = conn.get("/status").await.json();
+    let listed = report["attachments"].as_array().expect("attachments");
+    assert!(
+        listed
+            .iter()
+            .any(|a| a["name"] == "debug" && a["pods"].as_array().is_some_and(|p| !p.is_empty())),
+        "{report}"
+    );
+
+    // Detach: deleting the Attachment turns the answer into stop.
+    attachments
+        .delete("debug", &Default::default())
+        .await
+        .expect("delete");
+    poll_until(
+        Duration::from_secs(30),
+        "the agent to be told to stop after detach",
+        || {
+            let (ca, url, token) = (ca.clone(), url.clone(), token.clone());
+            async move {
+                let (_, v) = agent_asks(&ca, &url, &token).await;
+                (v["action"] == "stop" && v["reason"] == "detached").then_some(())
+            }
+        },
+    )
+    .await;
+
+    // TTL expiry: the answer turns into stop/expired.
+    attachments
+        .create(&PostParams::default(), &make("short", "3s"))
+        .await
+        .expect("create");
+    let attached = poll_until(Duration::from_secs(30), "the short-lived Whisperer", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("web-0").await.ok()?;
+            env_of(&p, "whisperer-short", "WHISPERER_CONTROL_TOKEN").map(|_| p)
+        }
+    })
+    .await;
+    let url = env_of(&attached, "whisperer-short", "WHISPERER_CONTROL_URL").expect("url");
+    let token = env_of(&attached, "whisperer-short", "WHISPERER_CONTROL_TOKEN").expect("token");
+    poll_until(
+        Duration::from_secs(30),
+        "the agent to be told to stop at expiry",
+        || {
+            let (ca, url, token) = (ca.clone(), url.clone(), token.clone());
+            async move {
+                let (_, v) = agent_asks(&ca, &url, &token).await;
+                (v["action"] == "stop" && v["reason"] == "expired").then_some(())
+            }
+        },
+    )
+    .await;
     running.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! Wiring for `serve`: builds each component from flags, shares one settings snapshot and
 //! one metrics registry between them, and connects file reloads.
 
+mod dns;
+mod reconciler;
 mod reload;
 
 use std::net::SocketAddr;
@@ -13,11 +15,11 @@ use tokio::task::JoinHandle;
 
 use crate::cli::{ServeArgs, Toggle};
 use crate::config::{Config, ConfigError};
-use crate::dns::{DnsConfig, DnsServer, NameTable};
 use crate::engine::Settings;
 use crate::metrics::WebhookMetrics;
 use crate::status::StatusSource;
 use crate::tls::{self, SwappableCert, TlsError};
+
 use crate::webhook::{self, ServeError, ServerOptions, SharedSettings, WebhookState};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,10 @@ pub enum AppError {
     Dns(#[from] crate::dns::DnsError),
     #[error("cannot reach Kubernetes (needed by --reconciler on / --dns on): {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Reconciler(crate::reconciler::ReconcilerError),
+    #[error(transparent)]
+    AgentKey(#[from] crate::control::TokenKeyError),
 }
 
 /// A started `serve`: every component runs until [`Running::shutdown`].
@@ -44,6 +50,7 @@ pub struct Running {
     pub state: Arc<WebhookState>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
+    reconciler: Option<crate::reconciler::ReconcilerHandle>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -54,6 +61,9 @@ impl Running {
             let _ = tx.send(());
         }
         let _ = (&mut self.server).await;
+        if let Some(r) = self.reconciler.take() {
+            r.shutdown().await;
+        }
     }
 }
 
@@ -96,93 +106,47 @@ fn wanted(toggle: Toggle, client: &Option<kube::Client>) -> Option<kube::Client>
     }
 }
 
-fn all_host_aliases(s: &Settings) -> Vec<k8s_openapi::api::core::v1::HostAlias> {
-    s.config
-        .profiles
-        .values()
-        .flat_map(|p| p.host_aliases.iter().cloned())
-        .collect()
-}
-
-struct DnsStatus(Arc<NameTable>);
-
-impl StatusSource for DnsStatus {
-    fn watched(&self) -> Vec<(String, usize)> {
-        let (pods, services) = self.0.counts();
-        vec![("Pod".into(), pods), ("Service".into(), services)]
-    }
-}
-
-async fn start_dns(
-    args: &ServeArgs,
-    client: kube::Client,
-    settings: &SharedSettings,
-    registry: &mut Registry,
-    background: &mut Vec<JoinHandle<()>>,
-) -> Result<(SocketAddr, Arc<NameTable>), AppError> {
-    let opts = &args.dns_opts;
-    let table = Arc::new(NameTable::try_new(&opts.cluster_domain)?);
-    table.set_host_aliases(&all_host_aliases(&settings.load()));
-    let upstreams = if opts.dns_upstreams.is_empty() {
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        crate::dns::upstreams_from_resolv_conf(&text)
-    } else {
-        opts.dns_upstreams.clone()
-    };
-    let cfg = DnsConfig {
-        listen: opts.dns_listen,
-        cluster_domain: opts.cluster_domain.clone(),
-        upstreams,
-        upstream_timeout: opts.dns_upstream_timeout,
-    };
-    let server = DnsServer::bind(cfg, table.clone(), registry).await?;
-    let addr = server.local_addr();
-    background.push(tokio::spawn(async move {
-        if let Err(e) = server.run(std::future::pending()).await {
-            tracing::error!(error = %e, "DNS proxy stopped");
-        }
-    }));
-    let watched = table.clone();
-    background.push(tokio::spawn(async move {
-        if let Err(e) = crate::dns::watch_cluster(client, watched).await {
-            tracing::error!(error = %e, "DNS proxy's cluster watch stopped");
-        }
-    }));
-    Ok((addr, table))
-}
-
 pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     let started = std::time::Instant::now();
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    // Files are read once here; the reload watchers start from these very bytes.
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| ConfigError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let config_bytes = args.config.as_deref().map(read).transpose()?;
+    let config = match (&args.config, &config_bytes) {
+        (Some(path), Some(bytes)) => {
+            let origin = path.display().to_string();
+            let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Parse {
+                path: origin.clone(),
+                message: e.to_string(),
+            })?;
+            Config::parse(text, &origin)?
+        }
+        _ => Config::default(),
     };
     let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(settings_for(config, args)));
-    let mut registry = Registry::default();
-    let metrics = WebhookMetrics::new(&mut registry);
-    let client = cluster_client(args).await?;
-    let mut background = Vec::new();
-    let mut components = vec!["webhook".to_string()];
-    let mut sources: Vec<Arc<dyn StatusSource>> = Vec::new();
-    let mut listeners: Vec<reload::SettingsListener> = Vec::new();
 
-    let mut dns_addr = None;
-    if let Some(client) = wanted(args.dns, &client) {
-        let (addr, table) =
-            start_dns(args, client, &settings, &mut registry, &mut background).await?;
-        dns_addr = Some(addr);
-        components.push("dns".into());
-        sources.push(Arc::new(DnsStatus(table.clone())));
-        listeners.push(Box::new(move |s: &Settings| {
-            table.set_host_aliases(&all_host_aliases(s))
-        }));
-    }
-
-    let registry = Arc::new(registry);
-    let state = WebhookState::new(settings.clone(), metrics, registry);
-
+    let mut tls_bytes = Vec::new();
     let (loaded, generated_ca) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => (tls::load_files(cert, key)?, None),
+        (Some(cert), Some(key)) => {
+            let file = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|source| TlsError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })
+            };
+            tls_bytes = vec![file(cert)?, file(key)?];
+            let loaded = tls::parse_pem(
+                &tls_bytes[0],
+                &tls_bytes[1],
+                &cert.display().to_string(),
+                &key.display().to_string(),
+            )?;
+            (loaded, None)
+        }
         _ => {
             let s = tls::self_signed()?;
             let loaded = tls::parse_pem(
@@ -194,12 +158,50 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
             (loaded, Some(s.ca_pem))
         }
     };
-    if let Some(t) = loaded.not_after {
-        state.metrics.cert_expiry.set(t);
-    }
+    let cert_expiry = loaded.not_after;
     let resolver = SwappableCert::new(loaded.key);
     let tls_config = Arc::new(tls::server_config(resolver.clone())?);
 
+    // Every component registers its metrics before the registry is shared.
+    let mut registry = Registry::default();
+    let metrics = WebhookMetrics::new(&mut registry);
+    let client = cluster_client(args).await?;
+    let mut background = Vec::new();
+    let mut components = vec!["webhook".to_string()];
+    let mut sources: Vec<Arc<dyn StatusSource>> = Vec::new();
+    let mut listeners: Vec<reload::SettingsListener> = Vec::new();
+
+    let mut dns_addr = None;
+    if let Some(client) = wanted(args.dns, &client) {
+        let (addr, table) =
+            dns::start_dns(args, client, &settings, &mut registry, &mut background).await?;
+        dns_addr = Some(addr);
+        components.push("dns".into());
+        sources.push(Arc::new(dns::DnsStatus(table.clone())));
+        listeners.push(Box::new(move |s: &Settings| {
+            table.set_host_aliases(&dns::all_host_aliases(s))
+        }));
+    }
+
+    let mut reconciler_handle = None;
+    let mut control = None;
+    if let Some(client) = wanted(args.reconciler, &client) {
+        let key = reconciler::token_key(args)?;
+        if let Some((handle, state)) =
+            reconciler::start(args, client, settings.clone(), &mut registry, key).await?
+        {
+            components.push("reconciler".into());
+            sources.push(handle.status_source());
+            reconciler_handle = Some(handle);
+            control = Some(state);
+        }
+    }
+
+    let registry = Arc::new(registry);
+    let state = WebhookState::new(settings.clone(), metrics, registry);
+    if let Some(t) = cert_expiry {
+        state.metrics.cert_expiry.set(t);
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         background.push(reload::certificate(
             cert.clone(),
@@ -207,14 +209,16 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
             resolver,
             state.clone(),
             args.reload_interval,
+            tls_bytes,
         ));
     }
-    if let Some(path) = &args.config {
+    if let (Some(path), Some(bytes)) = (&args.config, config_bytes) {
         background.push(reload::config(
             path.clone(),
             state.clone(),
             args.clone(),
             listeners,
+            bytes,
         ));
     }
 
@@ -228,8 +232,11 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         components,
         sources,
     };
-    let router =
+    let mut router =
         webhook::router(state.clone(), args.request_timeout).merge(crate::status::router(status));
+    if let Some(control) = control {
+        router = router.merge(crate::control::router(control));
+    }
     let opts = ServerOptions {
         h2_max_concurrent_streams: args.h2_max_concurrent_streams,
         drain_timeout: args.drain_timeout,
@@ -247,6 +254,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         },
     ));
     Ok(Running {
+        reconciler: reconciler_handle,
         addr,
         dns_addr,
         generated_ca,

@@ -19,31 +19,37 @@ pub fn certificate(
     resolver: Arc<SwappableCert>,
     state: Arc<WebhookState>,
     interval: Duration,
+    loaded: Vec<Vec<u8>>,
 ) -> JoinHandle<()> {
     let paths = vec![cert.clone(), key.clone()];
-    tokio::spawn(crate::reload::watch_files(paths, interval, move |files| {
-        let parsed = tls::parse_pem(
-            &files[0],
-            &files[1],
-            &cert.display().to_string(),
-            &key.display().to_string(),
-        );
-        match parsed {
-            Ok(loaded) => {
-                resolver.swap(loaded.key);
-                if let Some(t) = loaded.not_after {
-                    state.metrics.cert_expiry.set(t);
+    tokio::spawn(crate::reload::watch_files(
+        paths,
+        interval,
+        loaded,
+        move |files| {
+            let parsed = tls::parse_pem(
+                &files[0],
+                &files[1],
+                &cert.display().to_string(),
+                &key.display().to_string(),
+            );
+            match parsed {
+                Ok(loaded) => {
+                    resolver.swap(loaded.key);
+                    if let Some(t) = loaded.not_after {
+                        state.metrics.cert_expiry.set(t);
+                    }
+                    state.metrics.reload(ReloadKind::certificate, true);
+                    tracing::info!(cert = %cert.display(), "serving certificate reloaded");
                 }
-                state.metrics.reload(ReloadKind::certificate, true);
-                tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+                Err(e) => {
+                    // Often a half-written pair: the next tick sees both files updated.
+                    state.metrics.reload(ReloadKind::certificate, false);
+                    tracing::error!(error = %e, "new certificate rejected; still serving the previous one");
+                }
             }
-            Err(e) => {
-                // Often a half-written pair: the next tick sees both files updated.
-                state.metrics.reload(ReloadKind::certificate, false);
-                tracing::error!(error = %e, "new certificate rejected; still serving the previous one");
-            }
-        }
-    }))
+        },
+    ))
 }
 
 /// Told about every new config that was accepted (DNS host aliases, reconciler ...).
@@ -54,11 +60,13 @@ pub fn config(
     state: Arc<WebhookState>,
     args: ServeArgs,
     listeners: Vec<SettingsListener>,
+    loaded: Vec<u8>,
 ) -> JoinHandle<()> {
     let interval = args.reload_interval;
     tokio::spawn(crate::reload::watch_files(
         vec![path.clone()],
         interval,
+        vec![loaded],
         move |files| {
             let origin = path.display().to_string();
             let parsed = std::str::from_utf8(&files[0])
