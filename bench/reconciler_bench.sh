@@ -3,7 +3,7 @@
 # attached (100 and 1,000 pods), and the controller process's memory with 10,000 pods.
 #
 #   bench/reconciler_bench.sh                       # defaults below
-#   SIZES=100,1000 QPS=50,400 TOTAL_PODS=10000 bench/reconciler_bench.sh
+#   SIZES=100,1000 QPS=50,200 TOTAL_PODS=10000 bench/reconciler_bench.sh
 #   SKIP_BUILD=1 bench/reconciler_bench.sh          # reuse target/release/examples/reconciler_bench
 #
 # examples/reconciler_bench.rs starts etcd + kube-apiserver + kube-controller-manager on
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-100,1000}
-QPS=${QPS:-50,400}
+QPS=${QPS:-50,200}
 TOTAL_PODS=${TOTAL_PODS:-10000}
 CONCURRENCY=${CONCURRENCY:-8}
 

@@ -9,7 +9,7 @@ pub struct ReconcilerArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub reconcile_concurrency: u16,
     /// Client-side limit on ephemeral-container patches (dry runs included), per second.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 200.0)]
     pub patch_qps: f64,
     /// Whisperers attached to one pod by one Attachment at most: when one terminates
     /// without a detach, the next generation replaces it until this many were used.
@@ -53,7 +53,7 @@ impl Default for ReconcilerArgs {
     fn default() -> Self {
         ReconcilerArgs {
             reconcile_concurrency: 8,
-            patch_qps: 50.0,
+            patch_qps: 200.0,
             max_generations: 3,
             resync_interval: Duration::from_secs(300),
             backstop_attach: false,
@@ -127,12 +127,12 @@ mod tests {
             "x",
             "--leader-election=false",
             "--patch-qps",
-            "200",
+            "75",
             "--backstop-attach",
         ])
         .args;
         assert!(!a.leader_election && a.backstop_attach);
-        assert_eq!(a.patch_qps, 200.0);
+        assert_eq!(a.patch_qps, 75.0);
         let bad = ReconcilerArgs {
             patch_qps: 0.0,
             ..ReconcilerArgs::default()
