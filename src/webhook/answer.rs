@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use super::error::ReviewError;
+use super::pod_shape::parse_admitted_pod;
 use super::review::{nesting_exceeds, ResponseOut, ReviewIn, API_VERSION, MAX_NESTING};
 use crate::engine::{decide_admission, AdmissionSubject, Decision, Settings};
 use crate::metrics::{Outcome, RequestLabels};
@@ -37,7 +38,7 @@ pub fn answer(bytes: &[u8], settings: &Settings) -> Result<(RequestLabels, Vec<u
         && req.operation.as_deref() == Some("CREATE");
     let pod: Option<Pod> = match (is_pod_create, req.object) {
         (true, Some(raw)) => {
-            Some(serde_json::from_str(raw.get()).map_err(|e| ReviewError::BadPod(e.to_string()))?)
+            Some(parse_admitted_pod(raw.get()).map_err(|e| ReviewError::BadPod(e.to_string()))?)
         }
         (true, None) => return Err(ReviewError::BadPod("request.object is missing".into())),
         (false, _) => None,

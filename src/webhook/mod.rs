@@ -3,6 +3,7 @@
 mod answer;
 mod error;
 mod handler;
+mod pod_shape;
 mod review;
 pub(crate) mod server;
 

@@ -1,0 +1,156 @@
+//! The part of an admitted pod the engine reads, parsed straight from the request.
+//!
+//! A full `k8s_openapi` Pod parse allocates every string of every field (env, probes,
+//! affinity ...) and was half of the admission CPU time. The engine and the patch renderer
+//! read only names, annotations, owner references and hostAliases, so serde skips the rest.
+//! kube-apiserver validated the object before calling us; what is parsed here is still
+//! type-checked, so a malformed pod (e.g. `containers` not a list) is still a 4xx.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, HostAlias, Pod, PodSpec, Volume};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaShape {
+    name: Option<String>,
+    generate_name: Option<String>,
+    namespace: Option<String>,
+    annotations: Option<BTreeMap<String, String>>,
+    owner_references: Option<Vec<OwnerReference>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecShape {
+    containers: Vec<Named>,
+    init_containers: Option<Vec<Named>>,
+    ephemeral_containers: Option<Vec<Named>>,
+    volumes: Option<Vec<Named>>,
+    host_aliases: Option<Vec<HostAlias>>,
+}
+
+#[derive(Deserialize)]
+struct PodShape {
+    #[serde(default)]
+    metadata: MetaShape,
+    spec: Option<SpecShape>,
+}
+
+/// Parses the fields the engine uses into a `Pod`; every other field is left empty.
+pub fn parse_admitted_pod(json: &str) -> Result<Pod, serde_json::Error> {
+    let shape: PodShape = serde_json::from_str(json)?;
+    let container = |n: Named| Container {
+        name: n.name,
+        ..Default::default()
+    };
+    let spec = shape.spec.map(|s| PodSpec {
+        containers: s.containers.into_iter().map(container).collect(),
+        init_containers: s
+            .init_containers
+            .map(|v| v.into_iter().map(container).collect()),
+        ephemeral_containers: s.ephemeral_containers.map(|v| {
+            v.into_iter()
+                .map(|n| EphemeralContainer {
+                    name: n.name,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        volumes: s.volumes.map(|v| {
+            v.into_iter()
+                .map(|n| Volume {
+                    name: n.name,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        host_aliases: s.host_aliases,
+        ..Default::default()
+    });
+    let m = shape.metadata;
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: m.name,
+            generate_name: m.generate_name,
+            namespace: m.namespace,
+            annotations: m.annotations,
+            owner_references: m.owner_references,
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{decide_admission, AdmissionSubject, Settings};
+    use crate::render::json_patch;
+
+    fn fixture_pod_json(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+        v["request"]["object"].to_string()
+    }
+
+    /// The engine and renderer give the same answer from the shape as from a full parse.
+    #[test]
+    fn same_patch_as_a_full_parse() {
+        let settings = Settings::new(
+            std::sync::Arc::new(crate::config::Config::default()),
+            "whisperer-system",
+        );
+        for f in [
+            "review-pod-optin.json",
+            "review-pod-hostaliases-init.json",
+            "review-job-pod.json",
+            "review-pod-no-annotations.json",
+            "review-pod-opted-out.json",
+        ] {
+            let text = fixture_pod_json(f);
+            let full: Pod = serde_json::from_str(&text).expect("full");
+            let shape = parse_admitted_pod(&text).expect("shape");
+            let answer = |pod: &Pod| {
+                let subject = AdmissionSubject {
+                    operation: "CREATE",
+                    group: "",
+                    version: "v1",
+                    kind: "Pod",
+                    sub_resource: None,
+                    namespace: "team-a",
+                    pod: Some(pod),
+                };
+                match decide_admission(&subject, &settings) {
+                    crate::engine::Decision::Inject(plan) => {
+                        serde_json::to_string(&json_patch(pod, &plan)).expect("json")
+                    }
+                    skip => format!("{skip:?}"),
+                }
+            };
+            assert_eq!(answer(&shape), answer(&full), "{f}");
+        }
+    }
+
+    #[test]
+    fn malformed_fields_are_still_errors() {
+        for bad in [
+            r#"{"spec":{"containers":"not-a-list"}}"#,
+            r#"{"metadata":{"annotations":["x"]},"spec":{"containers":[]}}"#,
+            r#"{"spec":{"containers":[{"image":"no-name"}]}}"#,
+            r#"{"spec":{"containers":[],"hostAliases":[{"ip":7}]}}"#,
+            r#"[]"#,
+        ] {
+            assert!(parse_admitted_pod(bad).is_err(), "{bad}");
+        }
+    }
+}
