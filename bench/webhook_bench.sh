@@ -13,7 +13,7 @@ N=${N:-200000}
 out=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$out"' EXIT
 
-cargo build --release -q -p whisperer-injector
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p whisperer-injector
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
@@ -40,6 +40,8 @@ load() { # name conns requests body [extra h2load flags]
   grep -E '^finished in|^requests:|^status codes:|^time for request:' "$out/$name.txt" | sed "s/^/[$name] /"
 }
 
+rps() { grep -oE '[0-9.]+ req/s' "$out/$1.txt" | cut -d' ' -f1; }
+
 percentiles() { # h2load --log-file: start(us) status duration(us)
   python3 - "$1" <<'PY'
 import sys
@@ -50,8 +52,12 @@ PY
 }
 
 load warmup 8 20000 pod4k >/dev/null
+echo "== baseline: GET /healthz, 64 connections, $N requests (the TLS + HTTP/1.1 floor)"
+timeout 300 taskset -c 1 h2load --h1 -t 1 -c 64 -n "$N" "https://127.0.0.1:$PORT/healthz" >"$out/base64.txt"
+grep -E '^finished in' "$out/base64.txt" | sed 's/^/[base64] /'
 echo "== throughput: 64 connections, $N requests, 4 KB pod"
 load rps64 64 "$N" pod4k
+python3 -c "import sys; print(f'[rps64] /mutate = {float(sys.argv[1])/float(sys.argv[2]):.2f} x the /healthz baseline')" "$(rps rps64)" "$(rps base64)"
 echo "== latency: 4 connections, 50000 requests, 4 KB pod"
 load lat4 4 50000 pod4k --log-file="$out/lat4.log"
 echo "[lat4] $(percentiles "$out/lat4.log")"
