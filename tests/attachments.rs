@@ -17,7 +17,6 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
@@ -27,8 +26,8 @@ use whisperer_injector::config::Config;
 use whisperer_injector::control::TokenKey;
 use whisperer_injector::engine::Settings;
 use whisperer_injector::reconciler::{
-    self, crd, crd_yaml, Attachment, AttachmentSpec, Phase, PodState, ReconcilerArgs,
-    ReconcilerHandle, TargetKind, TargetRef,
+    self, crd_yaml, Attachment, AttachmentSpec, Phase, PodState, ReconcilerArgs, ReconcilerHandle,
+    TargetKind, TargetRef,
 };
 use whisperer_injector::webhook::SharedSettings;
 
@@ -38,32 +37,6 @@ const NODE: &str = "node-a";
 // ---------------------------------------------------------------------------------------
 // Harness: CRD, settings, the reconciler, a kubelet stand-in.
 // ---------------------------------------------------------------------------------------
-
-async fn install_crd(client: &Client) {
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    match crds.create(&PostParams::default(), &crd()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create CRD: {e}"),
-    }
-    poll_until(WAIT, "Attachment CRD established and served", || {
-        let (crds, client) = (crds.clone(), client.clone());
-        async move {
-            let c = crds.get("attachments.whisperer.dev").await.ok()?;
-            let established = c
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            let served = Api::<Attachment>::all(client)
-                .list(&ListParams::default())
-                .await
-                .is_ok();
-            (established && served).then_some(())
-        }
-    })
-    .await;
-}
 
 fn shared(config: Config, own_ns: &str) -> SharedSettings {
     Arc::new(ArcSwap::from_pointee(Settings::new(
@@ -440,7 +413,7 @@ fn crd_manifest_matches_the_rust_types() {
 async fn deployment_replicas_replacements_generations_and_detach() {
     let cp = ControlPlane::start_with_controllers().await;
     let client = cp.client();
-    install_crd(&client).await;
+    support::install_attachment_crd(&client).await;
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[("injection", "enabled")]).await;
     let _kubelet = Kubelet::start(&client, &ns).await;
@@ -619,7 +592,7 @@ async fn deployment_replicas_replacements_generations_and_detach() {
 async fn pod_statefulset_daemonset_and_cronjob_targets() {
     let cp = ControlPlane::start_with_controllers().await;
     let client = cp.client();
-    install_crd(&client).await;
+    support::install_attachment_crd(&client).await;
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[]).await;
     let _kubelet = Kubelet::start(&client, &ns).await;
@@ -720,7 +693,7 @@ async fn pod_statefulset_daemonset_and_cronjob_targets() {
 async fn ttl_namespaces_and_pod_security() {
     let cp = ControlPlane::start_with_controllers().await;
     let client = cp.client();
-    install_crd(&client).await;
+    support::install_attachment_crd(&client).await;
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[]).await;
     let other = cp.namespace(&[]).await;
@@ -907,7 +880,7 @@ async fn ttl_namespaces_and_pod_security() {
 async fn backstop_reports_and_attaches_uninjected_pods() {
     let cp = ControlPlane::start().await;
     let client = cp.client();
-    install_crd(&client).await;
+    support::install_attachment_crd(&client).await;
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[("injection", "enabled")]).await;
     let off = cp.namespace(&[]).await;
@@ -998,7 +971,7 @@ async fn backstop_reports_and_attaches_uninjected_pods() {
 async fn leader_election_only_the_holder_patches() {
     let cp = ControlPlane::start().await;
     let client = cp.client();
-    install_crd(&client).await;
+    support::install_attachment_crd(&client).await;
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[]).await;
     let _kubelet = Kubelet::start(&client, &ns).await;

@@ -54,32 +54,6 @@ fn config(alias_ip: &str) -> String {
     )
 }
 
-async fn install_crd(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    crds.create(
-        &PostParams::default(),
-        &whisperer_injector::reconciler::crd(),
-    )
-    .await
-    .expect("create CRD");
-    poll_until(
-        Duration::from_secs(20),
-        "the Attachment CRD to be served",
-        || {
-            let client = client.clone();
-            async move {
-                Api::<Attachment>::all(client)
-                    .list(&Default::default())
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
-}
-
 /// The control API as an attached Whisperer calls it: the URL and token from its env.
 async fn agent_asks(ca: &str, url: &str, token: &str) -> (u16, serde_json::Value) {
     let rest = url.strip_prefix("https://").expect("https url");
@@ -120,7 +94,7 @@ fn env_of(pod: &Pod, container: &str, var: &str) -> Option<String> {
 async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
     let cp = ControlPlane::start().await;
     std::env::set_var("KUBECONFIG", cp.kubeconfig_path());
-    install_crd(&cp.client()).await;
+    support::install_attachment_crd(&cp.client()).await;
     let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let control_url = format!("https://localhost:{port}");

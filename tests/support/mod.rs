@@ -8,7 +8,9 @@
 
 pub mod certs;
 pub mod controlplane;
+pub mod crd;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
 };
+pub use crd::install_attachment_crd;
