@@ -142,11 +142,26 @@ impl Default for Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        Config::load_with_bytes(path).map(|(cfg, _)| cfg)
+    }
+
+    /// Loads and also returns the exact bytes parsed, so a reload watcher can start from them.
+    pub fn load_with_bytes(path: &Path) -> Result<(Config, Vec<u8>), ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let cfg = Config::from_bytes(&bytes, &path.display().to_string())?;
+        Ok((cfg, bytes))
+    }
+
+    /// Parses file contents; `origin` names the file in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Config, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        Config::parse(text, origin)
     }
 
     /// Parses and validates; `origin` names the file in errors.

@@ -75,19 +75,23 @@ pub fn parse_pem(
     })
 }
 
-pub fn load_files(cert: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
+/// Loads the pair and also returns the bytes parsed (`[cert, key]`), so a reload watcher can
+/// start from them.
+pub fn load_files(cert: &Path, key: &Path) -> Result<(LoadedCert, Vec<Vec<u8>>), TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| TlsError::Read {
             path: p.display().to_string(),
             source,
         })
     };
-    parse_pem(
-        &read(cert)?,
-        &read(key)?,
+    let bytes = vec![read(cert)?, read(key)?];
+    let loaded = parse_pem(
+        &bytes[0],
+        &bytes[1],
         &cert.display().to_string(),
         &key.display().to_string(),
-    )
+    )?;
+    Ok((loaded, bytes))
 }
 
 fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {

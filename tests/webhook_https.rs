@@ -2,11 +2,13 @@
 //! input, certificate rotation, config reload and graceful shutdown.
 
 mod https;
+mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::poll_until;
 use whisperer_injector::cli::ServeArgs;
 use whisperer_injector::tls::self_signed;
 
@@ -65,21 +67,6 @@ impl Deadline {
             "timed out waiting for {}",
             self.what
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -435,11 +422,15 @@ async fn rotates_certificates_without_dropping_connections() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 
     write_pair(&files, &second.cert_pem, &second.key_pem);
-    let new_conn = poll("the new certificate to be served", || async {
-        https::connect(running.addr, &second.ca_pem, false)
-            .await
-            .ok()
-    })
+    let new_conn = poll_until(
+        Duration::from_secs(10),
+        "the new certificate to be served",
+        || async {
+            https::connect(running.addr, &second.ca_pem, false)
+                .await
+                .ok()
+        },
+    )
     .await;
     assert_ne!(new_conn.peer_cert, old_h1.peer_cert);
     assert!(
@@ -601,7 +592,7 @@ async fn shutdown_finishes_in_flight_requests() {
     let addr = running.addr;
     let stopping = tokio::spawn(running.shutdown());
     // New connections are refused once shutdown has started.
-    poll("the listener to close", || async {
+    poll_until(Duration::from_secs(10), "the listener to close", || async {
         tokio::net::TcpStream::connect(addr)
             .await
             .is_err()

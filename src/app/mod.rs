@@ -109,42 +109,21 @@ fn wanted(toggle: Toggle, client: &Option<kube::Client>) -> Option<kube::Client>
 pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     let started = std::time::Instant::now();
     // Files are read once here; the reload watchers start from these very bytes.
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|source| ConfigError::Read {
-            path: p.display().to_string(),
-            source,
-        })
-    };
-    let config_bytes = args.config.as_deref().map(read).transpose()?;
-    let config = match (&args.config, &config_bytes) {
-        (Some(path), Some(bytes)) => {
-            let origin = path.display().to_string();
-            let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Parse {
-                path: origin.clone(),
-                message: e.to_string(),
-            })?;
-            Config::parse(text, &origin)?
+    // Files are read once here; the reload watchers start from these very bytes.
+    let (config, config_bytes) = match &args.config {
+        Some(path) => {
+            let (cfg, bytes) = Config::load_with_bytes(path)?;
+            (cfg, Some(bytes))
         }
-        _ => Config::default(),
+        None => (Config::default(), None),
     };
     let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(settings_for(config, args)));
 
     let mut tls_bytes = Vec::new();
     let (loaded, generated_ca) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let file = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|source| TlsError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })
-            };
-            tls_bytes = vec![file(cert)?, file(key)?];
-            let loaded = tls::parse_pem(
-                &tls_bytes[0],
-                &tls_bytes[1],
-                &cert.display().to_string(),
-                &key.display().to_string(),
-            )?;
+            let (loaded, bytes) = tls::load_files(cert, key)?;
+            tls_bytes = bytes;
             (loaded, None)
         }
         _ => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::metrics::ReloadKind;
 use crate::tls::{self, SwappableCert};
 use crate::webhook::WebhookState;
@@ -69,12 +69,7 @@ pub fn config(
         vec![loaded],
         move |files| {
             let origin = path.display().to_string();
-            let parsed = std::str::from_utf8(&files[0])
-                .map_err(|e| ConfigError::Parse {
-                    path: origin.clone(),
-                    message: e.to_string(),
-                })
-                .and_then(|text| Config::parse(text, &origin));
+            let parsed = Config::from_bytes(&files[0], &origin);
             match parsed {
                 Ok(cfg) => {
                     let settings = Arc::new(super::settings_for(cfg, &args));
