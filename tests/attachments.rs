@@ -25,11 +25,11 @@ use support::{poll_until, ControlPlane};
 use whisperer_injector::config::Config;
 use whisperer_injector::control::{TokenKey, TokenKeys};
 use whisperer_injector::engine::Settings;
+use whisperer_injector::engine::SharedSettings;
 use whisperer_injector::reconciler::{
     self, crd_yaml, Attachment, AttachmentSpec, Phase, PodState, ReconcilerArgs, ReconcilerHandle,
     TargetKind, TargetRef,
 };
-use whisperer_injector::webhook::SharedSettings;
 
 const WAIT: Duration = Duration::from_secs(60);
 const NODE: &str = "node-a";

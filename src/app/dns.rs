@@ -10,8 +10,8 @@ use super::AppError;
 use crate::cli::ServeArgs;
 use crate::dns::{DnsConfig, DnsServer, NameTable};
 use crate::engine::Settings;
+use crate::engine::SharedSettings;
 use crate::status::StatusSource;
-use crate::webhook::SharedSettings;
 
 pub(super) fn all_host_aliases(s: &Settings) -> Vec<k8s_openapi::api::core::v1::HostAlias> {
     s.config

@@ -20,7 +20,8 @@ use crate::metrics::WebhookMetrics;
 use crate::status::StatusSource;
 use crate::tls::{self, SwappableCert, TlsError};
 
-use crate::webhook::{self, ServeError, ServerOptions, SharedSettings, WebhookState};
+use crate::engine::SharedSettings;
+use crate::webhook::{self, ServeError, ServerOptions, WebhookState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

@@ -5,8 +5,8 @@ use prometheus_client::registry::Registry;
 use super::AppError;
 use crate::cli::{ServeArgs, Toggle};
 use crate::control::{ControlState, KeyPair, TokenKey, TokenKeys};
+use crate::engine::SharedSettings;
 use crate::reconciler::{self, ReconcilerError, ReconcilerHandle};
-use crate::webhook::SharedSettings;
 
 /// Contents of watched files, in order.
 pub(super) type FileBytes = Vec<Vec<u8>>;

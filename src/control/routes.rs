@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::{verdict, AttachmentLookup, TokenKeys};
-use crate::webhook::json_error;
+use crate::http_error::json_error;
 
 #[derive(Clone)]
 pub struct ControlState {

@@ -3,12 +3,13 @@
 
 use serde::Serialize;
 
+use crate::reconciler::Phase;
+
 /// What the control API needs to know about one Attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachmentState {
     pub uid: String,
-    /// Pending, Attached, Expired, Detached or Failed.
-    pub phase: String,
+    pub phase: Phase,
     pub expires_at: Option<jiff::Timestamp>,
     /// `metadata.deletionTimestamp` is set: detach is under way.
     pub deleting: bool,
@@ -35,13 +36,13 @@ pub fn verdict(state: Option<&AttachmentState>, uid: &str, now: jiff::Timestamp)
     let Some(s) = state else {
         return Verdict::Stop { reason: "detached" };
     };
-    if s.uid != uid || s.deleting || s.phase == "Detached" {
+    if s.uid != uid || s.deleting || s.phase == Phase::Detached {
         return Verdict::Stop { reason: "detached" };
     }
-    if s.phase == "Expired" || s.expires_at.is_some_and(|t| now >= t) {
+    if s.phase == Phase::Expired || s.expires_at.is_some_and(|t| now >= t) {
         return Verdict::Stop { reason: "expired" };
     }
-    if s.phase == "Failed" {
+    if s.phase == Phase::Failed {
         return Verdict::Stop { reason: "failed" };
     }
     Verdict::Run {
@@ -53,10 +54,10 @@ pub fn verdict(state: Option<&AttachmentState>, uid: &str, now: jiff::Timestamp)
 mod tests {
     use super::*;
 
-    fn state(phase: &str, expires: Option<&str>) -> AttachmentState {
+    fn state(phase: Phase, expires: Option<&str>) -> AttachmentState {
         AttachmentState {
             uid: "u1".into(),
-            phase: phase.into(),
+            phase,
             expires_at: expires.map(|t| t.parse().expect("ts")),
             deleting: false,
         }
@@ -65,7 +66,7 @@ mod tests {
     #[test]
     fn verdicts() {
         let now: jiff::Timestamp = "2026-11-22T15:00:00Z".parse().expect("ts");
-        let run = state("Attached", Some("2026-11-22T16:00:00Z"));
+        let run = state(Phase::Attached, Some("2026-11-22T16:00:00Z"));
         assert_eq!(
             verdict(Some(&run), "u1", now),
             Verdict::Run {
@@ -88,21 +89,21 @@ mod tests {
             verdict(Some(&gone), "u1", now),
             Verdict::Stop { reason: "detached" }
         );
-        let late = state("Attached", Some("2026-11-22T14:59:59Z"));
+        let late = state(Phase::Attached, Some("2026-11-22T14:59:59Z"));
         assert_eq!(
             verdict(Some(&late), "u1", now),
             Verdict::Stop { reason: "expired" }
         );
         assert_eq!(
-            verdict(Some(&state("Expired", None)), "u1", now),
+            verdict(Some(&state(Phase::Expired, None)), "u1", now),
             Verdict::Stop { reason: "expired" }
         );
         assert_eq!(
-            verdict(Some(&state("Failed", None)), "u1", now),
+            verdict(Some(&state(Phase::Failed, None)), "u1", now),
             Verdict::Stop { reason: "failed" }
         );
         assert_eq!(
-            verdict(Some(&state("Pending", None)), "u1", now),
+            verdict(Some(&state(Phase::Pending, None)), "u1", now),
             Verdict::Run { deadline: None }
         );
         let json = serde_json::to_string(&Verdict::Stop { reason: "expired" }).expect("json");

@@ -28,10 +28,6 @@ pub use server::DnsServer;
 pub use table::NameTable;
 pub use watch::watch_cluster;
 
-/// Environment variable the webhook and the reconciler set on Whisperers: the proxy's address
-/// (`ip:port`).
-pub const PROXY_ENV: &str = "WHISPERER_DNS_SERVER";
-
 /// Default cluster domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::pod_security::{self, Level};
 use super::policy::{check_pod, resolve_profile, Front};
 use super::{
-    plan, Decision, Settings, SkipReason, ANNOTATION_INJECT, ANNOTATION_INJECTED,
+    plan, Decision, PodFacts, Settings, SkipReason, ANNOTATION_INJECT, ANNOTATION_INJECTED,
     ANNOTATION_PROFILE,
 };
 
@@ -26,14 +26,6 @@ pub struct AdmissionSubject<'a> {
     pub pod_security: Option<Level>,
 }
 
-fn annotation<'p>(pod: &'p Pod, key: &str) -> Option<&'p str> {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-}
-
 pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> Decision {
     let is_pod = subject.group.is_empty()
         && subject.version == "v1"
@@ -48,7 +40,18 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
     let Some(pod) = subject.pod else {
         return Decision::skip(SkipReason::NotAPod);
     };
-    match annotation(pod, ANNOTATION_INJECT) {
+    decide_sidecar(pod, subject.namespace, subject.pod_security, settings)
+}
+
+/// The webhook's question about a pod that is a CREATE of a v1 Pod: does it get the sidecar?
+/// The backstop asks the same of pods already admitted, to find those the webhook missed.
+pub fn decide_sidecar(
+    pod: &impl PodFacts,
+    namespace: &str,
+    pod_security: Option<Level>,
+    settings: &Settings,
+) -> Decision {
+    match pod.annotation(ANNOTATION_INJECT) {
         Some("true") => {}
         Some("false") => return Decision::skip(SkipReason::OptedOut),
         None if settings.inject_by_default => {}
@@ -62,23 +65,23 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
             )
         }
     }
-    if annotation(pod, ANNOTATION_INJECTED).is_some() {
+    if pod.annotation(ANNOTATION_INJECTED).is_some() {
         return Decision::skip(SkipReason::AlreadyInjected);
     }
-    let requested = annotation(pod, ANNOTATION_PROFILE);
-    let (profile_name, profile) = match resolve_profile(settings, subject.namespace, requested)
+    let requested = pod.annotation(ANNOTATION_PROFILE);
+    let (profile_name, profile) = match resolve_profile(settings, namespace, requested)
         .and_then(|(name, p)| check_pod(pod, name, p, Front::Webhook).map(|()| (name, p)))
     {
         Ok(found) => found,
         Err(r) => return Decision::problem(r.reason, r.message),
     };
     let decision = plan::sidecar(pod, profile_name, profile, settings);
-    match (&decision, subject.pod_security) {
+    match (&decision, pod_security) {
         (Decision::Inject(plan), Some(level)) => {
             let broken = pod_security::violations(
                 &plan.container,
                 &plan.volumes,
-                pod.spec.as_ref().and_then(|s| s.security_context.as_ref()),
+                pod.security_context(),
                 level,
             );
             if broken.is_empty() {
@@ -88,7 +91,7 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
                     SkipReason::PodSecurity,
                     format!(
                         "namespace {:?} enforces Pod Security level {:?}, which profile {profile_name:?} breaks: {}",
-                        subject.namespace,
+                        namespace,
                         level.as_str(),
                         broken.join("; ")
                     ),

@@ -1,12 +1,12 @@
 //! The reconciler's question: should this running pod get an ephemeral Whisperer?
 
-use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::api::core::v1::EnvVar;
 use sha2::{Digest, Sha256};
 
 use super::policy::{check_pod, resolve_profile, Front};
 use super::{
-    plan, Decision, Placement, Plan, Settings, SkipReason, ANNOTATION_INJECTED, ENV_ATTACHMENT,
-    ENV_ATTACHMENT_UID, ENV_DEADLINE,
+    plan, Decision, Placement, Plan, PodFacts, Settings, SkipReason, ANNOTATION_INJECTED,
+    ENV_ATTACHMENT, ENV_ATTACHMENT_UID, ENV_DEADLINE,
 };
 use crate::config::Profile;
 
@@ -63,69 +63,62 @@ pub fn ephemeral_container_name(attachment: &str, generation: u32) -> String {
 
 /// Whether the pod runs this profile's sidecar: marked by injection AND carrying a container
 /// of the profile's name and image.
-fn has_sidecar(pod: &Pod, profile_name: &str, profile: &Profile) -> bool {
+fn has_sidecar(pod: &impl PodFacts, profile_name: &str, profile: &Profile) -> bool {
     let marked = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_INJECTED))
-        .and_then(|m| plan::marker_profile(m))
+        .annotation(ANNOTATION_INJECTED)
+        .and_then(plan::marker_profile)
         == Some(profile_name);
-    let Some(spec) = pod.spec.as_ref().filter(|_| marked) else {
-        return false;
-    };
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == profile.container_name() && c.image.as_deref() == Some(&profile.image))
+    marked
+        && pod
+            .containers()
+            .chain(pod.init_containers())
+            .any(|c| c.name == profile.container_name() && c.image == Some(profile.image.as_str()))
 }
 
-pub fn decide_attach(pod: &Pod, subject: &AttachSubject<'_>, settings: &Settings) -> Decision {
+pub fn decide_attach(
+    pod: &impl PodFacts,
+    subject: &AttachSubject<'_>,
+    settings: &Settings,
+) -> Decision {
     if subject.expired {
         return Decision::skip(SkipReason::Expired);
     }
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let namespace = pod.namespace().unwrap_or_default();
     let (profile_name, profile) = match resolve_profile(settings, namespace, subject.profile)
         .and_then(|(name, p)| check_pod(pod, name, p, Front::Attachment).map(|()| (name, p)))
     {
         Ok(found) => found,
         Err(r) => return Decision::problem(r.reason, r.message),
     };
-    if pod.metadata.deletion_timestamp.is_some() {
+    if pod.terminating() {
         return Decision::skip(SkipReason::PodTerminating);
     }
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if phase != Some("Running") {
+    if pod.phase() != Some("Running") {
         return Decision::skip(SkipReason::PodNotRunning);
     }
-    let Some(spec) = pod.spec.as_ref() else {
+    if !pod.has_spec() {
         return Decision::skip(SkipReason::NotAPod);
-    };
+    }
     // A pod whose webhook sidecar already runs this profile needs no second capture. The
     // marker alone proves nothing (the pod's owner can write it): the sidecar must be there.
     if has_sidecar(pod, profile_name, profile) {
         return Decision::skip(SkipReason::AlreadyInjected);
     }
     let target = match subject.target_container {
-        Some(t) if spec.containers.iter().any(|c| c.name == t) => t.to_string(),
+        Some(t) if pod.containers().any(|c| c.name == t) => t.to_string(),
         Some(t) => {
             return Decision::problem(
                 SkipReason::TargetContainerMissing,
                 format!("the pod has no container named {t:?}"),
             )
         }
-        None => match spec.containers.first() {
-            Some(c) => c.name.clone(),
+        None => match pod.containers().next() {
+            Some(c) => c.name.to_string(),
             None => return Decision::skip(SkipReason::TargetContainerMissing),
         },
     };
     let name = ephemeral_container_name(subject.attachment, subject.generation.max(1));
-    if spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .any(|c| c.name == name)
-    {
+    if pod.ephemeral_names().any(|n| n == name) {
         return Decision::skip(SkipReason::AlreadyAttached);
     }
     let mut env = vec![

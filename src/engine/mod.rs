@@ -8,16 +8,20 @@ mod admission;
 mod attach;
 pub mod overrides;
 mod plan;
+mod pod_facts;
 pub mod pod_security;
 pub mod policy;
 mod skip;
 
-pub use admission::{decide_admission, AdmissionSubject};
+pub use admission::{decide_admission, decide_sidecar, AdmissionSubject};
 pub use attach::{decide_attach, ephemeral_container_name, AttachSubject};
 pub use plan::{HostAliasChange, Placement, Plan};
+pub use pod_facts::{ContainerFacts, HostNamespaces, PodFacts};
 pub use skip::SkipReason;
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::config::{Config, NamespaceRules};
 
@@ -76,6 +80,10 @@ impl Settings {
         }
     }
 }
+
+/// The settings every component reads, swapped whole when the config file changes (the
+/// webhook, the reconciler and the DNS proxy hold the same one).
+pub type SharedSettings = Arc<ArcSwap<Settings>>;
 
 /// The engine's answer.
 #[derive(Debug, Clone, PartialEq)]

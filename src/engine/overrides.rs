@@ -88,7 +88,19 @@ pub fn apply(
     annotations: Option<&BTreeMap<String, String>>,
     allowed: &Overrides,
 ) -> Result<(), String> {
-    let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    apply_with(
+        container,
+        |k| annotations.and_then(|a| a.get(k)).map(String::as_str),
+        allowed,
+    )
+}
+
+/// [`apply`], reading each annotation through `get` (any [`PodFacts`](super::PodFacts)).
+pub fn apply_with<'a>(
+    container: &mut Container,
+    get: impl Fn(&str) -> Option<&'a str>,
+    allowed: &Overrides,
+) -> Result<(), String> {
     if let Some(cpu) = get(ANNOTATION_CPU) {
         in_range(ANNOTATION_CPU, cpu, allowed.cpu.as_ref())?;
         // A CPU limit throttles capture; only the request (scheduling share) is set.

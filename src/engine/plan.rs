@@ -1,13 +1,13 @@
 //! What an injection adds to a pod, computed against the pod as it is.
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, HostAlias, ObjectFieldSelector, Pod, Volume,
+    Container, EnvVar, EnvVarSource, HostAlias, ObjectFieldSelector, Volume,
 };
 use sha2::{Digest, Sha256};
 
 use super::{
-    Decision, Settings, SkipReason, ENV_DNS_SERVER, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROFILE,
-    NATIVE_SIDECARS_SINCE,
+    Decision, PodFacts, Settings, SkipReason, ENV_DNS_SERVER, ENV_POD_NAME, ENV_POD_NAMESPACE,
+    ENV_PROFILE, NATIVE_SIDECARS_SINCE,
 };
 use crate::config::{Profile, SidecarMode};
 
@@ -125,19 +125,14 @@ pub(crate) fn container(
 }
 
 /// Whether an owner of the pod is one of `kinds` (`Kind.group`): its pod runs to completion.
-fn owned_by_batch(pod: &Pod, kinds: &[String]) -> bool {
-    pod.metadata
-        .owner_references
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|o| {
-            let group = o.api_version.split_once('/').map_or("", |(g, _)| g);
-            kinds
-                .iter()
-                .filter_map(|k| k.split_once('.'))
-                .any(|(kind, g)| kind == o.kind && g == group)
-        })
+fn owned_by_batch(pod: &impl PodFacts, kinds: &[String]) -> bool {
+    pod.owners().any(|(api_version, owner_kind)| {
+        let group = api_version.split_once('/').map_or("", |(g, _)| g);
+        kinds
+            .iter()
+            .filter_map(|k| k.split_once('.'))
+            .any(|(kind, g)| kind == owner_kind && g == group)
+    })
 }
 
 fn host_alias_changes(pod_aliases: &[HostAlias], wanted: &[HostAlias]) -> Vec<HostAliasChange> {
@@ -184,31 +179,20 @@ fn host_alias_changes(pod_aliases: &[HostAlias], wanted: &[HostAlias]) -> Vec<Ho
 
 /// Plans a sidecar injection at admission time.
 pub(crate) fn sidecar(
-    pod: &Pod,
+    pod: &impl PodFacts,
     profile_name: &str,
     profile: &Profile,
     settings: &Settings,
 ) -> Decision {
-    let Some(spec) = pod.spec.as_ref() else {
+    if !pod.has_spec() {
         return Decision::problem(SkipReason::NotAPod, "pod has no spec".into());
-    };
+    }
     let name = profile.container_name();
-    let taken = spec
-        .containers
-        .iter()
-        .map(|c| c.name.as_str())
-        .chain(
-            spec.init_containers
-                .iter()
-                .flatten()
-                .map(|c| c.name.as_str()),
-        )
-        .chain(
-            spec.ephemeral_containers
-                .iter()
-                .flatten()
-                .map(|c| c.name.as_str()),
-        )
+    let taken = pod
+        .containers()
+        .chain(pod.init_containers())
+        .map(|c| c.name)
+        .chain(pod.ephemeral_names())
         .any(|n| n == name);
     if taken {
         return Decision::problem(
@@ -216,11 +200,10 @@ pub(crate) fn sidecar(
             format!("the pod already has a container named {name:?}"),
         );
     }
-    let pod_volumes = spec.volumes.as_deref().unwrap_or_default();
     if let Some(v) = profile
         .volumes
         .iter()
-        .find(|v| pod_volumes.iter().any(|p| p.name == v.name))
+        .find(|v| pod.volume_names().any(|p| p == v.name))
     {
         return Decision::problem(
             SkipReason::NameConflict,
@@ -265,17 +248,14 @@ pub(crate) fn sidecar(
     if placement == Placement::NativeSidecar {
         container.restart_policy = Some("Always".into());
     }
-    if let Err(why) = super::overrides::apply(
+    if let Err(why) = super::overrides::apply_with(
         &mut container,
-        pod.metadata.annotations.as_ref(),
+        |key| pod.annotation(key),
         &profile.overrides,
     ) {
         return Decision::problem(SkipReason::OverrideRefused, why);
     }
-    let host_aliases = host_alias_changes(
-        spec.host_aliases.as_deref().unwrap_or_default(),
-        &profile.host_aliases,
-    );
+    let host_aliases = host_alias_changes(pod.host_aliases(), &profile.host_aliases);
     let volumes = profile.volumes.clone();
     let hash = plan_hash(&container, placement, &profile.host_aliases, &volumes);
     Decision::Inject(Box::new(Plan {

@@ -11,9 +11,7 @@
 //! Refusal messages never name other profiles: a made-up admission review must not learn
 //! what else is configured.
 
-use k8s_openapi::api::core::v1::Pod;
-
-use super::{Settings, SkipReason, ANNOTATION_INJECT};
+use super::{PodFacts, Settings, SkipReason, ANNOTATION_INJECT};
 use crate::config::{NamespaceDenial, Profile};
 
 /// Which front-end asks. The webhook and the backstop act for pods that opted in; an
@@ -79,24 +77,13 @@ pub fn resolve_profile<'s>(
 }
 
 /// Host namespaces the pod shares with its node, in the order the pod spec names them.
-pub fn host_namespaces(pod: &Pod) -> Vec<&'static str> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    [
-        (spec.host_network, "hostNetwork"),
-        (spec.host_pid, "hostPID"),
-        (spec.host_ipc, "hostIPC"),
-    ]
-    .into_iter()
-    .filter(|(set, _)| *set == Some(true))
-    .map(|(_, name)| name)
-    .collect()
+pub fn host_namespaces(pod: &impl PodFacts) -> Vec<&'static str> {
+    pod.host_namespaces().names()
 }
 
 /// Whether `pod` may be captured with `profile` by `front`.
 pub fn check_pod(
-    pod: &Pod,
+    pod: &impl PodFacts,
     profile_name: &str,
     profile: &Profile,
     front: Front,
@@ -113,12 +100,7 @@ pub fn check_pod(
             ),
         ));
     }
-    let opted_out = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_INJECT))
-        .is_some_and(|v| v == "false");
+    let opted_out = pod.annotation(ANNOTATION_INJECT) == Some("false");
     if front == Front::Attachment && opted_out && !profile.attach_to_opted_out {
         return Err(refusal(
             SkipReason::OptedOut,

@@ -13,14 +13,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 
-use super::attach::Outcome;
-use super::controller::Ctx;
-use super::podcache::PodInfo;
-use super::podwork::{self, Request, Step};
+use super::context::{Context, Severity};
+use super::pods::batch::{execute, settle};
+use super::pods::generations::generation_names;
+use super::pods::patcher::PatchAnswer;
+use super::pods::plan::{step, PodAction, Request};
+use super::watch::PodInfo;
 use crate::engine::pod_security::{Level, LABEL_ENFORCE};
-use crate::engine::{
-    decide_admission, AdmissionSubject, Decision, ANNOTATION_INJECTED, ANNOTATION_PROFILE,
-};
+use crate::engine::{decide_sidecar, Decision, ANNOTATION_INJECTED, ANNOTATION_PROFILE};
 
 /// Attachment identity of backstop Whisperers (container `whisperer-backstop`).
 pub const BACKSTOP_IDENTITY: &str = "backstop";
@@ -39,7 +39,7 @@ fn pod_reference(p: &PodInfo) -> ObjectReference {
 }
 
 /// Opted-in pods the webhook missed.
-fn uninjected(ctx: &Ctx) -> Vec<Arc<PodInfo>> {
+fn uninjected(ctx: &Context) -> Vec<Arc<PodInfo>> {
     let settings = ctx.settings.load();
     let enabled: HashMap<String, Option<Level>> = ctx
         .caches
@@ -60,23 +60,17 @@ fn uninjected(ctx: &Ctx) -> Vec<Arc<PodInfo>> {
             if p.terminating() || p.finished() || p.annotation(ANNOTATION_INJECTED).is_some() {
                 return false;
             }
-            let pod = p.to_pod();
-            let subject = AdmissionSubject {
-                operation: "CREATE",
-                group: "",
-                version: "v1",
-                kind: "Pod",
-                sub_resource: None,
-                namespace: p.namespace(),
-                pod: Some(&pod),
-                pod_security: enabled.get(p.namespace()).copied().flatten(),
-            };
-            matches!(decide_admission(&subject, &settings), Decision::Inject(_))
+            // The webhook's own question, asked of the cache entry.
+            let level = enabled.get(p.namespace()).copied().flatten();
+            matches!(
+                decide_sidecar(p, p.namespace(), level, &settings),
+                Decision::Inject(_)
+            )
         },
     )
 }
 
-pub async fn run(ctx: Arc<Ctx>, interval: Duration, attach: bool) {
+pub async fn run(ctx: Arc<Context>, interval: Duration, attach: bool) {
     let mut reported: HashSet<String> = HashSet::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -86,9 +80,11 @@ pub async fn run(ctx: Arc<Ctx>, interval: Duration, attach: bool) {
     }
 }
 
-async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
+#[tracing::instrument(name = "backstop_scan", skip_all, fields(attach = attach, uninjected))]
+async fn scan(ctx: &Context, attach: bool, reported: &mut HashSet<String>) {
     let mut pods = uninjected(ctx);
     pods.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+    tracing::Span::current().record("uninjected", pods.len());
     ctx.metrics
         .backstop_uninjected
         .set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
@@ -112,7 +108,7 @@ async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
             ctx.publish(
                 &recorder,
                 &pod_reference(p),
-                true,
+                Severity::Warning,
                 "NotInjected",
                 note.into(),
             )
@@ -123,7 +119,7 @@ async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
         return;
     }
     let settings = ctx.settings.load_full();
-    let names = podwork::generation_names(BACKSTOP_IDENTITY, ctx.max_generations);
+    let names = generation_names(BACKSTOP_IDENTITY, ctx.max_generations);
     let mut work = Vec::new();
     for p in &pods {
         let profile = p
@@ -139,17 +135,17 @@ async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
             expired: false,
             extra_env: &[],
         };
-        if let Step::Patch(w) = podwork::step(p, &req, &names, &settings, &ctx.memory) {
+        if let PodAction::Patch(w) = step(p, &req, &names, &settings, &ctx.backoff) {
             work.push(*w);
         }
     }
-    for (w, outcome) in podwork::execute(work, &ctx.patcher, ctx.concurrency).await {
-        let Some((entry, _)) = podwork::settle(&w, &outcome, &ctx.memory) else {
+    for (w, answer) in execute(work, &ctx.patcher, ctx.concurrency).await {
+        let Some((entry, _)) = settle(&w, &answer, &ctx.backoff) else {
             continue;
         };
-        let (warning, reason, note) = match &outcome {
-            Outcome::Attached => (
-                false,
+        let (severity, reason, note) = match &answer {
+            PatchAnswer::Attached => (
+                Severity::Normal,
                 "Attached",
                 format!(
                     "backstop attached the Whisperer as ephemeral container {}",
@@ -157,7 +153,7 @@ async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
                 ),
             ),
             _ => (
-                true,
+                Severity::Warning,
                 "AttachFailed",
                 format!(
                     "backstop could not attach {}: {}: {}",
@@ -167,7 +163,7 @@ async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
                 ),
             ),
         };
-        ctx.publish(&recorder, &pod_reference(&w.pod), warning, reason, note)
+        ctx.publish(&recorder, &pod_reference(&w.pod), severity, reason, note)
             .await;
     }
 }

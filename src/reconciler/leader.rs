@@ -13,7 +13,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+use super::handle::{stopped, AbortOnDrop};
+use super::lead::{lead, Worker};
+use super::metrics::{ErrorKind, ReconcilerMetrics};
 
 pub const LEASE_NAME: &str = "whisperer-injector";
 
@@ -170,5 +175,78 @@ impl Elector {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+/// One Lease request, bounded by the renew deadline; `None` on failure.
+async fn attempt(elector: &mut Elector, metrics: &ReconcilerMetrics) -> Option<bool> {
+    let deadline = elector.config().renew_deadline;
+    match tokio::time::timeout(deadline, elector.try_acquire_or_renew()).await {
+        Ok(Ok(ours)) => Some(ours),
+        Ok(Err(e)) => {
+            metrics.error(ErrorKind::lease);
+            tracing::warn!(error = %e, "leader lease request failed");
+            None
+        }
+        Err(_) => {
+            metrics.error(ErrorKind::lease);
+            tracing::warn!("leader lease request timed out");
+            None
+        }
+    }
+}
+
+/// Standby until the Lease is ours, lead while it stays ours, release it on shutdown.
+pub(super) async fn elected(worker: Worker, mut elector: Elector, mut stop: watch::Receiver<bool>) {
+    let cfg = elector.config().clone();
+    loop {
+        tracing::info!(identity = %cfg.identity, lease = %format!("{}/{}", cfg.namespace, cfg.name), "waiting for the leader lease");
+        loop {
+            if attempt(&mut elector, &worker.metrics).await == Some(true) {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.retry_period) => {}
+                _ = stopped(&mut stop) => return,
+            }
+        }
+        tracing::info!(identity = %cfg.identity, "became leader; reconciling");
+        worker.metrics.leader.set(1);
+        let (lead_stop_tx, lead_stop_rx) = watch::channel(false);
+        let mut running = AbortOnDrop(tokio::spawn(lead(worker.clone(), lead_stop_rx)));
+        let mut last_renew = Instant::now();
+        let shutdown = loop {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.retry_period) => {}
+                _ = stopped(&mut stop) => break true,
+                _ = &mut running.0 => {
+                    tracing::warn!("reconciler stopped unexpectedly; giving up the lease");
+                    break false;
+                }
+            }
+            match attempt(&mut elector, &worker.metrics).await {
+                Some(true) => last_renew = Instant::now(),
+                Some(false) => {
+                    tracing::warn!("another replica holds the lease");
+                    break false;
+                }
+                None if last_renew.elapsed() > cfg.renew_deadline => {
+                    tracing::warn!("could not renew the lease within the renew deadline");
+                    break false;
+                }
+                None => {}
+            }
+        };
+        let _ = lead_stop_tx.send(true);
+        drop(running);
+        worker.metrics.leader.set(0);
+        if shutdown {
+            if let Err(e) = elector.release().await {
+                worker.metrics.error(ErrorKind::lease);
+                tracing::warn!(error = %e, "cannot release the leader lease");
+            }
+            tracing::info!("reconciler stopped; lease released");
+            return;
+        }
+        tracing::warn!(identity = %cfg.identity, "lost leadership; stopped reconciling");
     }
 }

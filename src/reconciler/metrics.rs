@@ -4,6 +4,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::crd::Phase;
@@ -72,8 +73,14 @@ pub struct PatchLabels {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum ErrorKind {
-    /// Reading or writing an Attachment (status, finalizer) failed.
+    /// Any other Kubernetes API call of a reconcile failed.
     attachment_api,
+    /// Writing an Attachment's status failed.
+    status,
+    /// Adding or removing the detach finalizer failed.
+    finalizer,
+    /// The Attachment object itself is unusable (no name or namespace).
+    invalid_object,
     /// Publishing an Event failed.
     event,
     /// A watch failed (it is retried with back-off).
@@ -81,6 +88,37 @@ pub enum ErrorKind {
     /// Reading or writing the leader Lease failed.
     lease,
 }
+
+/// Which pass of a reconcile ran.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReconcileKind {
+    /// The Attachment exists: attach, conclude, write status.
+    apply,
+    /// The Attachment is being deleted.
+    detach,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReconcileResult {
+    ok,
+    error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: ReconcileKind,
+    pub result: ReconcileResult,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileKindLabels {
+    pub kind: ReconcileKind,
+}
+
+/// Buckets of a reconcile pass: a pass with many pods waits for the patch rate limit.
+const RECONCILE_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -102,9 +140,11 @@ pub struct WatchedLabels {
     pub kind: WatchedKind,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReconcilerMetrics {
     pub attachments: Family<PhaseLabels, Gauge>,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_seconds: Family<ReconcileKindLabels, Histogram>,
     pub patches: Family<PatchLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub watched: Family<WatchedLabels, Gauge>,
@@ -112,9 +152,34 @@ pub struct ReconcilerMetrics {
     pub leader: Gauge,
 }
 
+impl Default for ReconcilerMetrics {
+    fn default() -> Self {
+        ReconcilerMetrics {
+            attachments: Family::default(),
+            reconciles: Family::default(),
+            reconcile_seconds: Family::new_with_constructor(|| Histogram::new(RECONCILE_BUCKETS)),
+            patches: Family::default(),
+            errors: Family::default(),
+            watched: Family::default(),
+            backstop_uninjected: Gauge::default(),
+            leader: Gauge::default(),
+        }
+    }
+}
+
 impl ReconcilerMetrics {
     pub fn new(registry: &mut Registry) -> ReconcilerMetrics {
         let m = ReconcilerMetrics::default();
+        registry.register(
+            "whisperer_reconciles",
+            "Attachment reconcile passes by kind (apply, detach) and result",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "whisperer_reconcile_duration_seconds",
+            "Duration of one Attachment reconcile pass, patches included, by kind",
+            m.reconcile_seconds.clone(),
+        );
         registry.register(
             "whisperer_attachments",
             "Attachments by phase (as last written to their status by this replica)",
@@ -159,6 +224,20 @@ impl ReconcilerMetrics {
             .inc();
     }
 
+    pub fn reconciled(&self, kind: ReconcileKind, ok: bool, took: std::time::Duration) {
+        let result = if ok {
+            ReconcileResult::ok
+        } else {
+            ReconcileResult::error
+        };
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind, result })
+            .inc();
+        self.reconcile_seconds
+            .get_or_create(&ReconcileKindLabels { kind })
+            .observe(took.as_secs_f64());
+    }
+
     pub fn error(&self, kind: ErrorKind) {
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
@@ -191,6 +270,12 @@ mod tests {
         m.patch(PatchResult::pod_security, true);
         m.phases(&[(Phase::Attached, 2)]);
         m.backstop_uninjected.set(1);
+        m.reconciled(
+            ReconcileKind::apply,
+            false,
+            std::time::Duration::from_millis(20),
+        );
+        m.error(ErrorKind::status);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).expect("encode");
         assert!(out.contains(
@@ -198,5 +283,10 @@ mod tests {
         ));
         assert!(out.contains("whisperer_attachments{phase=\"Attached\"} 2"));
         assert!(out.contains("whisperer_backstop_uninjected_pods 1"));
+        assert!(out.contains("whisperer_reconciles_total{kind=\"apply\",result=\"error\"} 1"));
+        assert!(out.contains(
+            "whisperer_reconcile_duration_seconds_bucket{le=\"0.025\",kind=\"apply\"} 1"
+        ));
+        assert!(out.contains("whisperer_reconciler_errors_total{kind=\"status\"} 1"));
     }
 }

@@ -63,8 +63,3 @@ impl IntoResponse for ReviewError {
             .into_response()
     }
 }
-
-/// A JSON error body for statuses produced outside the handler (timeouts, wrong method).
-pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": kind, "message": message }))).into_response()
-}

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,17 +15,15 @@ use http_body_util::{BodyExt, Limited};
 use prometheus_client::registry::Registry;
 
 use super::answer::answer;
-use super::error::{json_error, ReviewError};
+use super::error::ReviewError;
 use super::namespaces::PodSecurityLevels;
-use crate::engine::Settings;
+use crate::engine::SharedSettings;
+use crate::http_error::json_error;
 use crate::metrics::{InFlight, Outcome, RequestLabels, WebhookMetrics};
 
 /// Requests above this are refused with 413 before they are parsed. kube-apiserver caps
 /// objects at 3 MiB in etcd, so a real review is always far below it.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-
-/// Settings shared by every component and swapped whole when the config file changes.
-pub type SharedSettings = Arc<ArcSwap<Settings>>;
 
 pub struct WebhookState {
     pub settings: SharedSettings,

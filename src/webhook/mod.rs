@@ -9,8 +9,8 @@ mod review;
 pub(crate) mod server;
 
 pub use answer::answer;
-pub use error::{json_error, ReviewError};
-pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
+pub use error::ReviewError;
+pub use handler::{router, WebhookState, MAX_BODY_BYTES};
 pub use namespaces::PodSecurityLevels;
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ServeError, ServerOptions};

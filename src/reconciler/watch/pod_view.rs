@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 /// Annotations kept on watched pods: the engine reads these, nothing else.
-const KEPT_ANNOTATION_PREFIX: &str = "whisperer.dev/";
+pub(super) const KEPT_ANNOTATION_PREFIX: &str = "whisperer.dev/";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PodView {
@@ -30,7 +30,7 @@ pub struct ViewSpec {
     #[serde(default)]
     pub ephemeral_containers: Vec<ContainerView>,
     #[serde(default)]
-    pub volumes: Vec<Named>,
+    pub volumes: Vec<VolumeView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "hostPID")]
@@ -40,7 +40,8 @@ pub struct ViewSpec {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Named {
+/// A volume: only its name matters (a Whisperer never shares one).
+pub struct VolumeView {
     pub name: String,
 }
 
@@ -205,7 +206,7 @@ mod tests {
         assert_eq!(p.metadata.owner_references.as_ref().map(Vec::len), Some(1));
         assert!(p.has_ephemeral("whisperer-cap"));
 
-        let info = crate::reconciler::podcache::PodInfo::new(&p);
+        let info = crate::reconciler::watch::PodInfo::new(&p);
         assert_eq!(info.annotation("whisperer.dev/inject"), Some("true"));
         assert_eq!(info.controller(), Some(("ReplicaSet", "web-abc")));
         assert_eq!(
@@ -213,10 +214,13 @@ mod tests {
                 .map(|t| t.exit_code),
             Some(2)
         );
-        let pod = info.to_pod();
-        let spec = pod.spec.expect("spec");
-        assert_eq!(spec.containers[0].name, "app");
-        assert_eq!(spec.volumes.expect("volumes")[0].name, "kube-api-access-x");
-        assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+        use crate::engine::PodFacts;
+        let names: Vec<&str> = info.containers().map(|c| c.name).collect();
+        assert_eq!(names, ["app"]);
+        assert_eq!(
+            info.volume_names().collect::<Vec<_>>(),
+            ["kube-api-access-x"]
+        );
+        assert_eq!(info.phase(), Some("Running"));
     }
 }

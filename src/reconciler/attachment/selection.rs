@@ -1,45 +1,18 @@
-//! Which live pods an Attachment selects: through controller owner references
+//! Which live pods an Attachment selects, and why none when none: through controller owner references
 //! (Deployment -> ReplicaSet -> Pod, CronJob -> Job -> Pod, StatefulSet / DaemonSet / Job /
 //! ReplicaSet -> Pod), a pod by name, or a label selector. Only pods of the Attachment's own
 //! namespace are ever considered.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::batch::v1::Job;
-use kube::core::{Expression, PartialObjectMeta, Selector};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::ResourceExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::{Expression, Selector};
+use kube::{Api, Client, ResourceExt};
 
-use super::crd::{Attachment, TargetKind};
-use super::podcache::{PodCache, PodInfo};
-use super::podview::controller_of;
-
-/// The metadata of ReplicaSets and Jobs, to walk one more owner hop.
-#[derive(Clone)]
-pub struct Owners {
-    pub replicasets: Store<PartialObjectMeta<ReplicaSet>>,
-    pub jobs: Store<PartialObjectMeta<Job>>,
-}
-
-impl Owners {
-    /// `Some(owner name)` when the intermediate object is known and has a controller of
-    /// `kind`; `None` when it is unknown (not in the cache yet).
-    fn grand_owner(&self, ns: &str, via: TargetKind, name: &str) -> Option<Option<String>> {
-        let meta = match via {
-            TargetKind::ReplicaSet => self
-                .replicasets
-                .get(&ObjectRef::new(name).within(ns))
-                .map(|o| o.metadata.clone()),
-            TargetKind::Job => self
-                .jobs
-                .get(&ObjectRef::new(name).within(ns))
-                .map(|o| o.metadata.clone()),
-            _ => return Some(None),
-        }?;
-        Some(controller_of(&meta).map(|(k, n)| format!("{k}/{n}")))
-    }
-}
+use crate::reconciler::crd::{Attachment, TargetKind};
+use crate::reconciler::watch::{Owners, PodCache, PodInfo};
 
 /// How an Attachment picks pods, prepared once per reconcile or mapping.
 #[derive(Debug, Clone)]
@@ -160,13 +133,64 @@ pub fn resolve(
     out
 }
 
+/// Says whether the target exists when nothing is selected.
+pub async fn explain_no_pods(att: &Attachment, ns: &str, client: &Client) -> String {
+    let Some(t) = &att.spec.target else {
+        return format!(
+            "no pod in namespace {ns:?} matches the {}",
+            att.target_description()
+        );
+    };
+    let c = client.clone();
+    let found = match t.kind {
+        TargetKind::Deployment => Api::<Deployment>::namespaced(c, ns)
+            .get_metadata_opt(&t.name)
+            .await
+            .map(|o| o.is_some()),
+        TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns)
+            .get_metadata_opt(&t.name)
+            .await
+            .map(|o| o.is_some()),
+        TargetKind::DaemonSet => Api::<DaemonSet>::namespaced(c, ns)
+            .get_metadata_opt(&t.name)
+            .await
+            .map(|o| o.is_some()),
+        TargetKind::ReplicaSet => Api::<ReplicaSet>::namespaced(c, ns)
+            .get_metadata_opt(&t.name)
+            .await
+            .map(|o| o.is_some()),
+        TargetKind::Job => Api::<Job>::namespaced(c, ns)
+            .get_metadata_opt(&t.name)
+            .await
+            .map(|o| o.is_some()),
+        TargetKind::CronJob => Api::<CronJob>::namespaced(c, ns)
+            .get_metadata_opt(&t.name)
+            .await
+            .map(|o| o.is_some()),
+        TargetKind::Pod => Api::<Pod>::namespaced(c, ns)
+            .get_metadata_opt(&t.name)
+            .await
+            .map(|o| o.is_some()),
+    };
+    match found {
+        Ok(false) => format!(
+            "{} {:?} not found in namespace {ns:?} (an Attachment only reaches its own namespace)",
+            t.kind.as_str(),
+            t.name
+        ),
+        Ok(true) => format!("{} {:?} has no pods yet", t.kind.as_str(), t.name),
+        Err(e) => format!("no pods found for {} {:?} ({e})", t.kind.as_str(), t.name),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconciler::podview::PodView;
+    use crate::reconciler::watch::PodView;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         LabelSelector, ObjectMeta, OwnerReference,
     };
+    use kube::core::PartialObjectMeta;
     use kube::runtime::reflector::store;
     use kube::runtime::watcher;
 

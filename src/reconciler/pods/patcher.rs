@@ -1,4 +1,6 @@
-//! Adding one ephemeral container to one pod: a strategic-merge patch keyed by container
+//! The patcher: adds one ephemeral container to one pod, under the shared rate limit.
+//!
+//! The patch: a strategic-merge patch keyed by container
 //! name on `pods/{name}/ephemeralcontainers` (no read-modify-write, no 409 retries, the same
 //! body on every retry), a check that the container really is in the answer (the subresource
 //! silently drops everything but `spec.ephemeralContainers`), and a typed reading of refusals
@@ -12,15 +14,15 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::metrics::{PatchResult, ReconcilerMetrics};
-use super::podview::PodView;
 use super::ratelimit::TokenBucket;
+use crate::reconciler::metrics::{PatchResult, ReconcilerMetrics};
+use crate::reconciler::watch::PodView;
 
 pub const FIELD_MANAGER: &str = "whisperer-injector";
 
 /// What the API server made of one patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum PatchAnswer {
     /// The container is in the answer (for a dry run: would be).
     Attached,
     /// Refused by admission or validation; `reason` is `PodSecurity`, `AdmissionRefused` or
@@ -38,22 +40,22 @@ pub enum Outcome {
     Failed { message: String },
 }
 
-impl Outcome {
+impl PatchAnswer {
     pub fn result(&self) -> PatchResult {
         match self {
-            Outcome::Attached => PatchResult::attached,
-            Outcome::Refused {
+            PatchAnswer::Attached => PatchResult::attached,
+            PatchAnswer::Refused {
                 reason: REASON_POD_SECURITY,
                 ..
             } => PatchResult::pod_security,
-            Outcome::Refused {
+            PatchAnswer::Refused {
                 reason: REASON_INVALID,
                 ..
             } => PatchResult::invalid,
-            Outcome::Refused { .. } => PatchResult::refused,
-            Outcome::Dropped => PatchResult::dropped,
-            Outcome::Gone => PatchResult::gone,
-            Outcome::Failed { .. } => PatchResult::error,
+            PatchAnswer::Refused { .. } => PatchResult::refused,
+            PatchAnswer::Dropped => PatchResult::dropped,
+            PatchAnswer::Gone => PatchResult::gone,
+            PatchAnswer::Failed { .. } => PatchResult::error,
         }
     }
 }
@@ -63,23 +65,23 @@ pub const REASON_ADMISSION: &str = "AdmissionRefused";
 pub const REASON_INVALID: &str = "Invalid";
 
 /// Reads an API error answer.
-pub fn classify(status: &kube::core::Status) -> Outcome {
+pub fn classify(status: &kube::core::Status) -> PatchAnswer {
     let message = status.message.clone();
     match status.code {
-        404 => Outcome::Gone,
-        400 | 403 | 422 if message.contains("PodSecurity") => Outcome::Refused {
+        404 => PatchAnswer::Gone,
+        400 | 403 | 422 if message.contains("PodSecurity") => PatchAnswer::Refused {
             reason: REASON_POD_SECURITY,
             message,
         },
-        403 => Outcome::Refused {
+        403 => PatchAnswer::Refused {
             reason: REASON_ADMISSION,
             message,
         },
-        400 | 422 => Outcome::Refused {
+        400 | 422 => PatchAnswer::Refused {
             reason: REASON_INVALID,
             message,
         },
-        code => Outcome::Failed {
+        code => PatchAnswer::Failed {
             message: format!("{code} {}: {message}", status.reason),
         },
     }
@@ -117,7 +119,7 @@ impl Patcher {
         pod: &str,
         container: &EphemeralContainer,
         dry_run: bool,
-    ) -> Outcome {
+    ) -> PatchAnswer {
         let outcome = {
             // A closed semaphore only happens at shutdown; proceed without a slot then.
             let _slot = self.slots.acquire().await.ok();
@@ -138,17 +140,17 @@ impl Patcher {
                 )
                 .await
             {
-                Ok(answer) if answer.has_ephemeral(&container.name) => Outcome::Attached,
-                Ok(_) => Outcome::Dropped,
+                Ok(answer) if answer.has_ephemeral(&container.name) => PatchAnswer::Attached,
+                Ok(_) => PatchAnswer::Dropped,
                 Err(kube::Error::Api(status)) => classify(&status),
-                Err(e) => Outcome::Failed {
+                Err(e) => PatchAnswer::Failed {
                     message: e.to_string(),
                 },
             }
         };
         self.metrics.patch(outcome.result(), dry_run);
         match &outcome {
-            Outcome::Attached => tracing::debug!(
+            PatchAnswer::Attached => tracing::debug!(
                 namespace,
                 pod,
                 container = %container.name,
@@ -189,7 +191,7 @@ mod tests {
             "pods \"web\" is forbidden: violates PodSecurity \"baseline:latest\": non-default capabilities (container \"whisperer-a\" must not include \"NET_ADMIN\" in securityContext.capabilities.add)",
         );
         match classify(&psa) {
-            Outcome::Refused { reason, message } => {
+            PatchAnswer::Refused { reason, message } => {
                 assert_eq!(reason, REASON_POD_SECURITY);
                 assert!(message.contains("baseline") && message.contains("NET_ADMIN"));
             }
@@ -197,7 +199,7 @@ mod tests {
         }
         assert!(matches!(
             classify(&status(403, "Forbidden", "denied by webhook")),
-            Outcome::Refused {
+            PatchAnswer::Refused {
                 reason: REASON_ADMISSION,
                 ..
             }
@@ -208,16 +210,19 @@ mod tests {
                 "Invalid",
                 "spec.ephemeralContainers[0].resources: Forbidden"
             )),
-            Outcome::Refused {
+            PatchAnswer::Refused {
                 reason: REASON_INVALID,
                 ..
             }
         ));
-        assert_eq!(classify(&status(404, "NotFound", "gone")), Outcome::Gone);
+        assert_eq!(
+            classify(&status(404, "NotFound", "gone")),
+            PatchAnswer::Gone
+        );
         assert!(matches!(
             classify(&status(500, "InternalError", "etcd")),
-            Outcome::Failed { .. }
+            PatchAnswer::Failed { .. }
         ));
-        assert_eq!(Outcome::Dropped.result(), PatchResult::dropped);
+        assert_eq!(PatchAnswer::Dropped.result(), PatchResult::dropped);
     }
 }

@@ -1,6 +1,6 @@
-//! What the reconciler remembers between passes, in memory only: patches the watch has not
-//! echoed yet (so a second pass does not patch again), and failed attempts with their
-//! back-off (so a refused pod is not hammered).
+//! Back-off: what the reconciler remembers between passes, in memory only — failed attempts
+//! with their back-off (2 s doubling to 5 min, so a refused pod is not hammered), and patches
+//! the watch has not echoed yet (so a second pass does not patch again).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::status::PodEntry;
+use crate::reconciler::attachment::status::PodEntry;
 
 /// How long a successful patch counts as attached while the watch catches up.
 const ECHO_GRACE: Duration = Duration::from_secs(120);
@@ -35,7 +35,7 @@ struct Inner {
 }
 
 #[derive(Debug, Default)]
-pub struct Memory {
+pub struct Backoff {
     inner: Mutex<Inner>,
 }
 
@@ -51,7 +51,7 @@ pub fn backoff(attempts: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
 }
 
-impl Memory {
+impl Backoff {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_and_success_clears() {
-        let m = Memory::default();
+        let m = Backoff::default();
         assert!(m.backing_off("u", "c").is_none());
         m.record_failure("u", "c", PodEntry::new("p", PodState::Refused));
         assert_eq!(m.attempts("u", "c"), 1);

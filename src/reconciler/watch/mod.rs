@@ -21,12 +21,22 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinSet;
 
+mod owners;
+mod pod_cache;
+mod pod_info;
+mod pod_view;
+pub mod triggers;
+
+pub use owners::Owners;
+pub use pod_cache::PodCache;
+pub use pod_info::PodInfo;
+pub use pod_view::PodView;
+#[cfg(test)]
+pub use pod_view::{ContainerView, EnvView, EphemeralState, EphemeralStatus, Terminated};
+
 use super::crd::Attachment;
 use super::metrics::{ErrorKind, ReconcilerMetrics};
-use super::podcache::{Change, PodCache};
-use super::podview::{controller_of, prune, PodView};
-use super::podwork::generation_names;
-use super::targets::{Matcher, Owners, Selection};
+use pod_view::{controller_of, prune};
 
 pub type Queue = UnboundedSender<ReconcileRequest<Attachment>>;
 
@@ -36,8 +46,6 @@ pub struct Caches {
     pub owners: Owners,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub attachments: Store<Attachment>,
-    /// Generations per pod (`--max-generations`): names the containers an Attachment owns.
-    pub max_generations: u32,
 }
 
 impl Caches {
@@ -48,64 +56,6 @@ impl Caches {
         let _ = self.owners.jobs.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
         let _ = self.attachments.wait_until_ready().await;
-    }
-
-    /// Attachments in the pod's namespace that select it (or may, while its owner is not
-    /// cached yet), plus those whose status lists it (so a pod that left is dropped); only
-    /// those the change matters to (another Attachment's Whisperer arriving does not).
-    pub fn attachments_for_pod(&self, change: &Change) -> Vec<ObjectRef<Attachment>> {
-        let pod = &*change.new;
-        let ns = pod.namespace();
-        self.attachments
-            .state()
-            .into_iter()
-            .filter(|a| a.metadata.namespace.as_deref() == Some(ns))
-            .filter(|a| {
-                let name = a.metadata.name.as_deref().unwrap_or_default();
-                change.matters_to(&generation_names(name, self.max_generations))
-            })
-            .filter(|a| {
-                let m = Matcher::of(a);
-                match m.selects(pod, &self.owners) {
-                    Selection::Selected => true,
-                    Selection::Unknown => m.needs_owner_hop(),
-                    Selection::NotSelected => a
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.pods.iter().any(|p| p.pod == pod.name())),
-                }
-            })
-            .map(|a| ObjectRef::from_obj(&*a))
-            .collect()
-    }
-
-    /// Attachments that target `kind/name` (a Deployment or CronJob) in `ns`.
-    fn attachments_targeting(
-        &self,
-        ns: &str,
-        kind: &str,
-        name: &str,
-    ) -> Vec<ObjectRef<Attachment>> {
-        self.attachments
-            .state()
-            .into_iter()
-            .filter(|a| a.metadata.namespace.as_deref() == Some(ns))
-            .filter(|a| {
-                a.spec
-                    .target
-                    .as_ref()
-                    .is_some_and(|t| t.kind.as_str() == kind && t.name == name)
-            })
-            .map(|a| ObjectRef::from_obj(&*a))
-            .collect()
-    }
-
-    fn all_attachments(&self) -> Vec<ObjectRef<Attachment>> {
-        self.attachments
-            .state()
-            .iter()
-            .map(|a| ObjectRef::from_obj(&**a))
-            .collect()
     }
 }
 
@@ -125,7 +75,23 @@ fn prune_meta_only(meta: &mut kube::core::ObjectMeta, keep_labels: bool) {
     }
 }
 
-/// Starts the watches on `tasks`; the caches fill in the background.
+/// The one Attachment watch (the leader's cache and every replica's [`AttachmentCache`]
+/// both start from it), without managedFields.
+///
+/// [`AttachmentCache`]: crate::reconciler::AttachmentCache
+pub fn attachment_watch(
+    client: &Client,
+) -> impl futures::Stream<Item = Result<Event<Attachment>, watcher::Error>> + Send + 'static {
+    watcher(
+        Api::<Attachment>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|a| a.metadata.managed_fields = None)
+}
+
+/// Starts the watches on `tasks`; the caches fill in the background. `max_generations`
+/// names the containers each Attachment owns (see the triggers).
 pub fn start(
     client: &Client,
     max_generations: u32,
@@ -143,16 +109,12 @@ pub fn start(
         owners: Owners { replicasets, jobs },
         namespaces,
         attachments,
-        max_generations,
     };
     let cfg = watcher::Config::default().any_semantic();
 
     // Attachments: every change reconciles the Attachment itself.
     {
-        let stream = watcher(Api::<Attachment>::all(client.clone()), cfg.clone())
-            .default_backoff()
-            .modify(|a| a.metadata.managed_fields = None)
-            .reflect(att_w);
+        let stream = attachment_watch(client).reflect(att_w);
         let (queue, metrics) = (queue.clone(), metrics.clone());
         tasks.spawn(stream.for_each(move |ev| {
             match ev {
@@ -181,9 +143,23 @@ pub fn start(
                 Ok(ev) => {
                     let change = c.pods.apply(&ev);
                     if let Some(change) = change {
-                        send(&queue, c.attachments_for_pod(&change));
+                        send(
+                            &queue,
+                            triggers::attachments_for_pod(
+                                &c.attachments.state(),
+                                &c.owners,
+                                &change,
+                                max_generations,
+                            ),
+                        );
                     } else if matches!(ev, Event::InitDone) {
-                        send(&queue, c.all_attachments());
+                        send(
+                            &queue,
+                            c.attachments
+                                .state()
+                                .iter()
+                                .map(|a| ObjectRef::from_obj(&**a)),
+                        );
                     }
                 }
                 Err(e) => watch_error(&metrics, "pods", &e),
@@ -207,7 +183,15 @@ pub fn start(
                 Ok(Event::Apply(rs)) => {
                     if let Some(("Deployment", owner)) = controller_of(&rs.metadata) {
                         let ns = rs.namespace().unwrap_or_default();
-                        send(&queue, c.attachments_targeting(&ns, "Deployment", owner));
+                        send(
+                            &queue,
+                            triggers::attachments_targeting(
+                                &c.attachments.state(),
+                                &ns,
+                                "Deployment",
+                                owner,
+                            ),
+                        );
                     }
                 }
                 Ok(_) => {}
@@ -230,7 +214,15 @@ pub fn start(
                 Ok(Event::Apply(job)) => {
                     if let Some(("CronJob", owner)) = controller_of(&job.metadata) {
                         let ns = job.namespace().unwrap_or_default();
-                        send(&queue, c.attachments_targeting(&ns, "CronJob", owner));
+                        send(
+                            &queue,
+                            triggers::attachments_targeting(
+                                &c.attachments.state(),
+                                &ns,
+                                "CronJob",
+                                owner,
+                            ),
+                        );
                     }
                 }
                 Ok(_) => {}

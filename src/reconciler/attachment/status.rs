@@ -1,12 +1,19 @@
-//! Building an Attachment's status from one reconcile pass, stable across passes: times only
-//! move when something changed, so an unchanged world writes nothing.
+//! The stored status of an Attachment: one entry per selected pod (at most 1000, the rest
+//! counted), the counts, and the `Ready` condition `conclusion.rs` decided. Stable across
+//! passes: times only move when something changed, so an unchanged world writes nothing.
 
 use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::crd::{AttachmentStatus, Phase, PodAttachment, PodState};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::{json, Value};
+
+use crate::reconciler::crd::{Attachment, AttachmentStatus, Phase, PodAttachment, PodState};
+use crate::reconciler::pods::patcher::FIELD_MANAGER;
+use crate::reconciler::ReconcilerError;
 
 /// Entries kept in `status.pods`; the rest are counted in `omittedPods`.
 pub const MAX_POD_ENTRIES: usize = 1000;
@@ -136,6 +143,35 @@ pub fn build(s: Snapshot<'_>) -> AttachmentStatus {
         omitted_pods: count(omitted),
         conditions: vec![ready],
     }
+}
+
+/// Writes `new` unless equal to what the object holds. Keys the old status had and the new
+/// one lacks are sent as null, so a merge patch removes them.
+pub async fn write_status(
+    api: &Api<Attachment>,
+    att: &Attachment,
+    new: &AttachmentStatus,
+) -> Result<(), ReconcilerError> {
+    if att.status.as_ref() == Some(new) {
+        return Ok(());
+    }
+    let name = att.name_any();
+    let mut body = serde_json::to_value(new).map_err(ReconcilerError::Serialize)?;
+    if let (Some(old), Value::Object(fields)) = (att.status.as_ref(), &mut body) {
+        if let Ok(Value::Object(old)) = serde_json::to_value(old) {
+            for k in old.keys() {
+                fields.entry(k.clone()).or_insert(Value::Null);
+            }
+        }
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch_status(&name, &params, &Patch::Merge(json!({ "status": body })))
+        .await
+        .map_err(|source| ReconcilerError::Status { name, source })?;
+    Ok(())
 }
 
 #[cfg(test)]

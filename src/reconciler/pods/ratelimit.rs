@@ -1,4 +1,8 @@
-//! A token bucket shared by every ephemeral-container patch (`--patch-qps`).
+//! Rate limiting of ephemeral-container patches. Two bounds, both held by the patcher
+//! (`patcher.rs`) and shared by every Attachment and the backstop: this token bucket
+//! (`--patch-qps`, default 200/s, burst one second's worth; dry runs count) and a semaphore of
+//! `--reconcile-concurrency` patches in flight. A refused or failed pod is then held back by
+//! `backoff.rs`, not retried at the bucket's pace.
 
 use std::sync::Mutex;
 use std::time::Duration;

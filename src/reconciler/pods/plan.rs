@@ -1,23 +1,19 @@
-//! What one pass does to each selected pod, shared by Attachments and the backstop: find the
-//! pod's current Whisperer generation, ask the engine whether (and what) to attach, patch in
-//! bounded parallel with one dry run per pod template first, and read the answers back into
-//! status entries and the back-off memory.
+//! What one pass does to one selected pod, shared by Attachments and the backstop: pick
+//! the generation (`generations.rs`), wait out a back-off (`backoff.rs`), then ask the engine
+//! whether and what to attach, reading the pod cache entry directly. The answer is a status
+//! entry, or a container to patch (`batch.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{EnvVar, EphemeralContainer};
 use tokio::time::Instant;
 
-use super::attach::{Outcome, Patcher};
-use super::crd::PodState;
-use super::memory::Memory;
-use super::podcache::PodInfo;
-use super::status::PodEntry;
-use crate::engine::{
-    decide_attach, ephemeral_container_name, AttachSubject, Decision, Settings, SkipReason,
-};
+use super::backoff::Backoff;
+use super::generations::{choose, gen_of, Choice};
+use crate::engine::{decide_attach, AttachSubject, Decision, Settings, SkipReason};
+use crate::reconciler::attachment::status::PodEntry;
+use crate::reconciler::crd::PodState;
+use crate::reconciler::watch::PodInfo;
 use crate::render::ephemeral_container;
 
 /// One Whisperer request, with the clock already read.
@@ -47,31 +43,22 @@ pub struct Work {
     pub note: Option<String>,
 }
 
+/// What a pass does with one pod.
 #[derive(Debug)]
-pub enum Step {
+pub enum PodAction {
     /// Nothing to send; the pod's standing, and when a back-off ends if one runs.
-    Entry(PodEntry, Option<Instant>),
+    Report(PodEntry, Option<Instant>),
     Patch(Box<Work>),
 }
 
-/// Container names of generations 1..=max.
-pub fn generation_names(attachment: &str, max: u32) -> Vec<String> {
-    (1..=max.max(1))
-        .map(|g| ephemeral_container_name(attachment, g))
-        .collect()
-}
-
-fn gen_of(index: usize) -> u32 {
-    u32::try_from(index + 1).unwrap_or(u32::MAX)
-}
-
+/// Decides what this pass does with `pod`.
 pub fn step(
     pod: &Arc<PodInfo>,
     req: &Request<'_>,
     names: &[String],
     settings: &Settings,
-    memory: &Memory,
-) -> Step {
+    backoff: &Backoff,
+) -> PodAction {
     let uid = pod.uid();
     let entry = |state| PodEntry::new(pod.name(), state);
     let image = settings
@@ -80,72 +67,17 @@ pub fn step(
         .get(req.profile)
         .map_or("", |p| p.image.as_str());
     let ours = |i: usize| {
-        memory.recently_attached(uid, &names[i])
+        backoff.recently_attached(uid, &names[i])
             || pod.ephemeral_is(&names[i], image, req.attachment_uid)
     };
-    let current = (0..names.len()).rev().find(|&i| ours(i));
-    let mut note = None;
-    let start = match current {
-        None => 0,
-        Some(i) => {
-            let name = &names[i];
-            let Some(t) = pod.ephemeral_terminated(name) else {
-                return Step::Entry(entry(PodState::Attached).container(name, gen_of(i)), None);
-            };
-            let ended = format!(
-                "{name} terminated (exit code {}{})",
-                t.exit_code,
-                t.reason
-                    .as_deref()
-                    .map(|r| format!(", {r}"))
-                    .unwrap_or_default()
-            );
-            if req.expired {
-                let e = entry(PodState::Skipped)
-                    .container(name, gen_of(i))
-                    .reason(SkipReason::Expired.as_str(), Some(ended));
-                return Step::Entry(e, None);
-            }
-            if i + 1 >= names.len() {
-                let e = entry(PodState::Failed).container(name, gen_of(i)).reason(
-                    "GenerationsExhausted",
-                    Some(format!("{ended}; all {} generations used", names.len())),
-                );
-                return Step::Entry(e, None);
-            }
-            note = Some(format!("{ended}; generation {} replaces it", i + 2));
-            i + 1
-        }
+    let (next, note) = match choose(pod, names, req.expired, ours) {
+        Choice::Settled(e) => return PodAction::Report(e, None),
+        Choice::Attach { index, note } => (index, note),
     };
-    // A name held by a container that is not ours (another image or attachment uid, e.g.
-    // one a pod owner added to fake an attachment) is skipped, never counted as attached.
-    let foreign: Vec<&str> = (start..names.len())
-        .filter(|&i| pod.has_ephemeral(&names[i]))
-        .map(|i| names[i].as_str())
-        .collect();
-    let Some(next) = (start..names.len()).find(|&i| !pod.has_ephemeral(&names[i])) else {
-        let e = entry(PodState::Failed).reason(
-            SkipReason::NameConflict.as_str(),
-            Some(format!(
-                "ephemeral containers {foreign:?} exist but are not this attachment's Whisperer \
-                 (image or {} differ); no generation name is left",
-                crate::engine::ENV_ATTACHMENT_UID
-            )),
-        );
-        return Step::Entry(e, None);
-    };
-    if !foreign.is_empty() {
-        let n = format!(
-            "ephemeral container {:?} is not this attachment's Whisperer (image or {} differ)",
-            foreign[0],
-            crate::engine::ENV_ATTACHMENT_UID
-        );
-        note = Some(note.map_or(n.clone(), |prev| format!("{prev}; {n}")));
-    }
     let name = &names[next];
     let generation = gen_of(next);
-    if let Some((e, retry_at)) = memory.backing_off(uid, name) {
-        return Step::Entry(e, Some(retry_at));
+    if let Some((e, retry_at)) = backoff.backing_off(uid, name) {
+        return PodAction::Report(e, Some(retry_at));
     }
     let subject = AttachSubject {
         attachment: req.attachment,
@@ -157,11 +89,11 @@ pub fn step(
         generation,
         extra_env: req.extra_env,
     };
-    match decide_attach(&pod.to_pod(), &subject, settings) {
+    match decide_attach(&**pod, &subject, settings) {
         Decision::Inject(plan) => {
             let mut notes: Vec<String> = note.into_iter().collect();
             notes.extend(plan.warnings.iter().cloned());
-            Step::Patch(Box::new(Work {
+            PodAction::Patch(Box::new(Work {
                 pod: pod.clone(),
                 generation,
                 container: ephemeral_container(&plan),
@@ -182,103 +114,8 @@ pub fn step(
             if state != PodState::Attached {
                 e = e.reason(reason.as_str(), detail.or(note));
             }
-            Step::Entry(e, None)
+            PodAction::Report(e, None)
         }
-    }
-}
-
-/// Pods whose ephemeral container Pod Security would judge alike: same controller, same
-/// template revision, same container. One dry run speaks for the group.
-fn template_key(w: &Work) -> String {
-    let revision = w
-        .pod
-        .label("pod-template-hash")
-        .or_else(|| w.pod.label("controller-revision-hash"));
-    match (w.pod.controller(), revision) {
-        (Some((kind, name)), Some(rev)) => format!("{kind}/{name}/{rev}/{}", w.container.name),
-        (Some(("Job", name)), None) => format!("Job/{name}/{}", w.container.name),
-        _ => format!("pod/{}/{}", w.pod.uid(), w.container.name),
-    }
-}
-
-async fn run_group(
-    group: Vec<Work>,
-    patcher: &Patcher,
-    concurrency: usize,
-) -> Vec<(Work, Outcome)> {
-    let Some(first) = group.first() else {
-        return Vec::new();
-    };
-    let dry = patcher
-        .add(
-            first.pod.namespace(),
-            first.pod.name(),
-            &first.container,
-            true,
-        )
-        .await;
-    if let Outcome::Refused { .. } = dry {
-        return group.into_iter().map(|w| (w, dry.clone())).collect();
-    }
-    stream::iter(group)
-        .map(|w| async move {
-            let o = patcher
-                .add(w.pod.namespace(), w.pod.name(), &w.container, false)
-                .await;
-            (w, o)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await
-}
-
-/// Patches every pod of `works`: a dry run per template group first, then the real patches.
-pub async fn execute(
-    works: Vec<Work>,
-    patcher: &Patcher,
-    concurrency: usize,
-) -> Vec<(Work, Outcome)> {
-    let mut groups: BTreeMap<String, Vec<Work>> = BTreeMap::new();
-    for w in works {
-        groups.entry(template_key(&w)).or_default().push(w);
-    }
-    stream::iter(groups.into_values())
-        .map(|g| run_group(g, patcher, concurrency))
-        .buffer_unordered(concurrency)
-        .flat_map(stream::iter)
-        .collect()
-        .await
-}
-
-/// The status entry for a patch answer (`None`: the pod is gone), remembering successes and
-/// failures; the `Instant` is when a failed pod is tried again.
-pub fn settle(w: &Work, outcome: &Outcome, memory: &Memory) -> Option<(PodEntry, Option<Instant>)> {
-    let name = &w.container.name;
-    let base = PodEntry::new(w.pod.name(), PodState::Attached).container(name, w.generation);
-    let failed = |state: PodState, reason: &str, message: String| {
-        let e = PodEntry {
-            state,
-            ..base.clone()
-        }
-        .reason(reason, Some(message));
-        let at = memory.record_failure(w.pod.uid(), name, e.clone());
-        Some((e, Some(at)))
-    };
-    match outcome {
-        Outcome::Attached => {
-            memory.record_attached(w.pod.uid(), name);
-            let mut e = base.clone();
-            e.message = w.note.clone();
-            Some((e, None))
-        }
-        Outcome::Gone => None,
-        Outcome::Refused { reason, message } => failed(PodState::Refused, reason, message.clone()),
-        Outcome::Dropped => failed(
-            PodState::Refused,
-            "Dropped",
-            format!("the API server accepted the patch but the answer has no container {name:?}"),
-        ),
-        Outcome::Failed { message } => failed(PodState::Pending, "PatchFailed", message.clone()),
     }
 }
 
@@ -288,7 +125,10 @@ mod tests {
     use crate::config::Config;
     use crate::config::DEFAULT_IMAGE;
     use crate::engine::ENV_ATTACHMENT_UID;
-    use crate::reconciler::podview::{
+    use crate::reconciler::pods::batch::settle;
+    use crate::reconciler::pods::generations::generation_names;
+    use crate::reconciler::pods::patcher::PatchAnswer;
+    use crate::reconciler::watch::{
         ContainerView, EnvView, EphemeralState, EphemeralStatus, PodView, Terminated,
     };
 
@@ -350,7 +190,7 @@ mod tests {
             names,
             ["whisperer-cap", "whisperer-cap-2", "whisperer-cap-3"]
         );
-        let mem = Memory::default();
+        let mem = Backoff::default();
         let s = settings();
         match step(
             &Arc::new(PodInfo::new(&running("p", &[]))),
@@ -359,7 +199,7 @@ mod tests {
             &s,
             &mem,
         ) {
-            Step::Patch(w) => {
+            PodAction::Patch(w) => {
                 assert_eq!(
                     (w.generation, w.container.name.as_str()),
                     (1, "whisperer-cap")
@@ -375,13 +215,13 @@ mod tests {
             &s,
             &mem,
         ) {
-            Step::Entry(e, None) => assert_eq!(e.state, PodState::Attached),
+            PodAction::Report(e, None) => assert_eq!(e.state, PodState::Attached),
             other => panic!("{other:?}"),
         }
         let mut p = running("p", &["whisperer-cap"]);
         terminated(&mut p, "whisperer-cap");
         match step(&Arc::new(PodInfo::new(&p)), &REQ, &names, &s, &mem) {
-            Step::Patch(w) => {
+            PodAction::Patch(w) => {
                 assert_eq!(w.generation, 2);
                 assert!(w.note.as_deref().is_some_and(|n| n.contains("exit code 1")));
             }
@@ -393,7 +233,7 @@ mod tests {
         );
         terminated(&mut p, "whisperer-cap-3");
         match step(&Arc::new(PodInfo::new(&p)), &REQ, &names, &s, &mem) {
-            Step::Entry(e, None) => {
+            PodAction::Report(e, None) => {
                 assert_eq!(e.state, PodState::Failed);
                 assert_eq!(e.reason.as_deref(), Some("GenerationsExhausted"));
             }
@@ -404,13 +244,13 @@ mod tests {
     #[test]
     fn a_look_alike_container_is_not_an_attachment() {
         let names = generation_names("cap", 3);
-        let mem = Memory::default();
+        let mem = Backoff::default();
         let s = settings();
         // Same name, but another image: a pod owner's fake.
         let mut fake = running("p", &["whisperer-cap"]);
         fake.spec.ephemeral_containers[0].image = Some("busybox".into());
         match step(&Arc::new(PodInfo::new(&fake)), &REQ, &names, &s, &mem) {
-            Step::Patch(w) => {
+            PodAction::Patch(w) => {
                 assert_eq!(w.container.name, "whisperer-cap-2");
                 assert!(w
                     .note
@@ -424,7 +264,7 @@ mod tests {
         other.spec.ephemeral_containers[0].env[0].value = Some("uid-old".into());
         assert!(matches!(
             step(&Arc::new(PodInfo::new(&other)), &REQ, &names, &s, &mem),
-            Step::Patch(w) if w.generation == 2
+            PodAction::Patch(w) if w.generation == 2
         ));
         // Every name taken by look-alikes: refused, never "attached".
         let mut all = running(
@@ -435,7 +275,7 @@ mod tests {
             c.image = Some("busybox".into());
         }
         match step(&Arc::new(PodInfo::new(&all)), &REQ, &names, &s, &mem) {
-            Step::Entry(e, None) => {
+            PodAction::Report(e, None) => {
                 assert_eq!(e.state, PodState::Failed);
                 assert_eq!(e.reason.as_deref(), Some("name-conflict"));
             }
@@ -446,12 +286,12 @@ mod tests {
     #[test]
     fn skips_and_memory() {
         let names = generation_names("cap", 3);
-        let mem = Memory::default();
+        let mem = Backoff::default();
         let s = settings();
         let mut pending = running("p", &[]);
         pending.status.phase = Some("Pending".into());
         match step(&Arc::new(PodInfo::new(&pending)), &REQ, &names, &s, &mem) {
-            Step::Entry(e, None) => {
+            PodAction::Report(e, None) => {
                 assert_eq!(e.state, PodState::Pending);
                 assert_eq!(e.reason.as_deref(), Some("pod-not-running"));
             }
@@ -468,7 +308,7 @@ mod tests {
             &s,
             &mem,
         ) {
-            Step::Entry(e, None) => assert_eq!(e.state, PodState::Skipped),
+            PodAction::Report(e, None) => assert_eq!(e.state, PodState::Skipped),
             other => panic!("{other:?}"),
         }
         let missing = Request {
@@ -482,7 +322,7 @@ mod tests {
             &s,
             &mem,
         ) {
-            Step::Entry(e, None) => assert_eq!(e.state, PodState::Failed),
+            PodAction::Report(e, None) => assert_eq!(e.state, PodState::Failed),
             other => panic!("{other:?}"),
         }
         // A patch the watch has not echoed yet counts as attached.
@@ -494,22 +334,22 @@ mod tests {
             &s,
             &mem,
         ) {
-            Step::Entry(e, None) => assert_eq!(e.state, PodState::Attached),
+            PodAction::Report(e, None) => assert_eq!(e.state, PodState::Attached),
             other => panic!("{other:?}"),
         }
         // A refused pod waits for its back-off.
         let pod = Arc::new(PodInfo::new(&running("r", &[])));
-        let Step::Patch(w) = step(&pod, &REQ, &names, &s, &mem) else {
+        let PodAction::Patch(w) = step(&pod, &REQ, &names, &s, &mem) else {
             panic!("expected a patch")
         };
-        let refused = Outcome::Refused {
+        let refused = PatchAnswer::Refused {
             reason: "PodSecurity",
             message: "violates PodSecurity \"baseline:latest\"".into(),
         };
         let (e, at) = settle(&w, &refused, &mem).expect("entry");
         assert_eq!((e.state, at.is_some()), (PodState::Refused, true));
         match step(&pod, &REQ, &names, &s, &mem) {
-            Step::Entry(e, Some(_)) => assert_eq!(e.reason.as_deref(), Some("PodSecurity")),
+            PodAction::Report(e, Some(_)) => assert_eq!(e.reason.as_deref(), Some("PodSecurity")),
             other => panic!("{other:?}"),
         }
     }

@@ -1,10 +1,17 @@
-//! Time-to-live arithmetic. The engine reads no clock: the reconciler turns an Attachment's
-//! `ttl` (capped by the profile's `maxTtl`) and its creation time into an RFC 3339 deadline
-//! and an `expired` flag.
+//! How an Attachment's time to live works. The deadline is `creationTimestamp + min(ttl,
+//! profile maxTtl)` (no ttl: the profile's `maxTtl`; neither: none), in whole seconds. The
+//! engine reads no clock: this file turns the deadline into an RFC 3339 text for the agent
+//! (`WHISPERER_DEADLINE`, so it stops itself) and an `expired` flag for the engine (no new
+//! attachments). The pass after the deadline is scheduled by `conclusion.rs` (via
+//! [`Deadline::remaining`]); it sets phase `Expired`. Whisperers already attached keep
+//! running until their own deadline: ephemeral containers cannot be removed.
 
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::config::Profile;
+use crate::reconciler::crd::Attachment;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deadline {
@@ -73,6 +80,25 @@ pub fn deadline(
         }
     };
     Ok(Deadline { at, note })
+}
+
+/// The deadline of `att` under `profile` (an invalid ttl is an error for the spec).
+pub fn deadline_of(
+    att: &Attachment,
+    profile_name: &str,
+    profile: &Profile,
+) -> Result<Deadline, String> {
+    let created = att
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0);
+    deadline(
+        created,
+        att.spec.ttl.as_deref(),
+        profile.max_ttl,
+        profile_name,
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,378 @@
+//! One pod as the reconciler keeps it: the compact [`PodInfo`] of the pod cache, and the
+//! facts the engine reads from it ([`PodFacts`]), so the engine reads the cache entry itself
+//! and nobody rebuilds a `Pod`.
+//!
+//! kube's reflector keeps whole objects (a full `ObjectMeta` with its maps and a key that
+//! repeats name, namespace, uid and resourceVersion), about 1.5 KB per pod even after pruning.
+//! `PodInfo` keeps what the engine and the owner resolution read in boxed slices, with the
+//! namespace shared, so 10,000 pods cost a few megabytes.
+
+use std::sync::Arc;
+
+use kube::core::Expression;
+
+use super::pod_view::{ContainerView, PodView, KEPT_ANNOTATION_PREFIX};
+use crate::engine::{ContainerFacts, HostNamespaces, PodFacts, ENV_ATTACHMENT_UID};
+
+type Pairs = Box<[(Box<str>, Box<str>)]>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    Unknown,
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl PodPhase {
+    fn parse(s: Option<&str>) -> PodPhase {
+        match s {
+            Some("Pending") => PodPhase::Pending,
+            Some("Running") => PodPhase::Running,
+            Some("Succeeded") => PodPhase::Succeeded,
+            Some("Failed") => PodPhase::Failed,
+            _ => PodPhase::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            PodPhase::Unknown => None,
+            PodPhase::Pending => Some("Pending"),
+            PodPhase::Running => Some("Running"),
+            PodPhase::Succeeded => Some("Succeeded"),
+            PodPhase::Failed => Some("Failed"),
+        }
+    }
+}
+
+/// A terminated ephemeral container, as its kubelet reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub name: Box<str>,
+    pub exit_code: i32,
+    pub reason: Option<Box<str>>,
+}
+
+/// A container as the engine checks it: name and image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ctr {
+    pub name: Box<str>,
+    pub image: Box<str>,
+}
+
+/// An ephemeral container, with the attachment uid its Whisperer env names (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eph {
+    pub name: Box<str>,
+    pub image: Box<str>,
+    pub attachment_uid: Option<Box<str>>,
+}
+
+fn ctr(c: &ContainerView) -> Ctr {
+    Ctr {
+        name: boxed(&c.name),
+        image: boxed(c.image.as_deref().unwrap_or_default()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    name: Box<str>,
+    namespace: Arc<str>,
+    uid: Box<str>,
+    labels: Pairs,
+    annotations: Pairs,
+    /// [kind, name, apiVersion] of the controller owner reference.
+    controller: Option<Box<[Box<str>; 3]>>,
+    terminating: bool,
+    phase: PodPhase,
+    containers: Box<[Ctr]>,
+    init_containers: Box<[Ctr]>,
+    ephemeral: Box<[Eph]>,
+    volumes: Box<[Box<str>]>,
+    ended: Box<[Ended]>,
+    /// hostNetwork, hostPID, hostIPC.
+    host: [bool; 3],
+}
+
+fn boxed(s: &str) -> Box<str> {
+    s.into()
+}
+
+fn pairs<'a>(it: impl Iterator<Item = (&'a String, &'a String)>) -> Pairs {
+    it.map(|(k, v)| (boxed(k), boxed(v))).collect()
+}
+
+impl PodInfo {
+    pub fn from_view(v: &PodView, namespace: Arc<str>) -> PodInfo {
+        let m = &v.metadata;
+        PodInfo {
+            name: boxed(m.name.as_deref().unwrap_or_default()),
+            namespace,
+            uid: boxed(m.uid.as_deref().unwrap_or_default()),
+            labels: pairs(m.labels.iter().flatten()),
+            annotations: pairs(
+                m.annotations
+                    .iter()
+                    .flatten()
+                    .filter(|(k, _)| k.starts_with(KEPT_ANNOTATION_PREFIX)),
+            ),
+            controller: m
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+                .map(|o| Box::new([boxed(&o.kind), boxed(&o.name), boxed(&o.api_version)])),
+            terminating: m.deletion_timestamp.is_some(),
+            phase: PodPhase::parse(v.status.phase.as_deref()),
+            containers: v.spec.containers.iter().map(ctr).collect(),
+            init_containers: v.spec.init_containers.iter().map(ctr).collect(),
+            ephemeral: v
+                .spec
+                .ephemeral_containers
+                .iter()
+                .map(|c| Eph {
+                    name: boxed(&c.name),
+                    image: boxed(c.image.as_deref().unwrap_or_default()),
+                    attachment_uid: c.env(ENV_ATTACHMENT_UID).map(boxed),
+                })
+                .collect(),
+            host: [
+                v.spec.host_network == Some(true),
+                v.spec.host_pid == Some(true),
+                v.spec.host_ipc == Some(true),
+            ],
+            volumes: v.spec.volumes.iter().map(|c| boxed(&c.name)).collect(),
+            ended: v
+                .status
+                .ephemeral_container_statuses
+                .iter()
+                .filter_map(|s| {
+                    let t = s.state.terminated.as_ref()?;
+                    Some(Ended {
+                        name: boxed(&s.name),
+                        exit_code: t.exit_code,
+                        reason: t.reason.as_deref().map(boxed),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// For tests and one-off conversions: the namespace is not shared.
+    pub fn new(v: &PodView) -> PodInfo {
+        PodInfo::from_view(
+            v,
+            Arc::from(v.metadata.namespace.as_deref().unwrap_or_default()),
+        )
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The namespace string this pod shares with the other pods of its namespace.
+    #[cfg(test)]
+    pub fn shared_namespace(&self) -> &Arc<str> {
+        &self.namespace
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    pub fn controller(&self) -> Option<(&str, &str)> {
+        self.controller.as_deref().map(|[k, n, _]| (&**k, &**n))
+    }
+
+    pub fn terminating(&self) -> bool {
+        self.terminating
+    }
+
+    pub fn finished(&self) -> bool {
+        matches!(self.phase, PodPhase::Succeeded | PodPhase::Failed)
+    }
+
+    pub fn has_ephemeral(&self, name: &str) -> bool {
+        self.ephemeral.iter().any(|c| &*c.name == name)
+    }
+
+    /// Whether the ephemeral container `name` is the Whisperer of attachment `uid` with
+    /// `image`, rather than a container somebody else gave that name.
+    pub fn ephemeral_is(&self, name: &str, image: &str, uid: &str) -> bool {
+        self.ephemeral.iter().any(|c| {
+            &*c.name == name && &*c.image == image && c.attachment_uid.as_deref() == Some(uid)
+        })
+    }
+
+    pub fn ephemeral_terminated(&self, name: &str) -> Option<&Ended> {
+        self.ended.iter().find(|e| &*e.name == name)
+    }
+
+    /// Whether `other` differs from this pod in anything but ephemeral containers (and their
+    /// statuses): what every Attachment selecting the pod cares about.
+    pub fn differs_beyond_ephemeral(&self, other: &PodInfo) -> bool {
+        self.name != other.name
+            || self.uid != other.uid
+            || self.labels != other.labels
+            || self.annotations != other.annotations
+            || self.controller != other.controller
+            || self.terminating != other.terminating
+            || self.phase != other.phase
+            || self.containers != other.containers
+            || self.init_containers != other.init_containers
+            || self.volumes != other.volumes
+            || self.host != other.host
+    }
+
+    /// Whether the ephemeral container `name` (presence or end) differs.
+    pub fn ephemeral_differs(&self, other: &PodInfo, name: &str) -> bool {
+        let find = |p: &PodInfo| p.ephemeral.iter().find(|c| &*c.name == name).cloned();
+        find(self) != find(other)
+            || self.ephemeral_terminated(name) != other.ephemeral_terminated(name)
+    }
+
+    /// Whether every expression of a label selector holds for this pod.
+    pub fn matches(&self, expressions: &[Expression]) -> bool {
+        expressions.iter().all(|e| match e {
+            Expression::In(k, values) => self.label(k).is_some_and(|v| values.contains(v)),
+            Expression::NotIn(k, values) => self.label(k).is_none_or(|v| !values.contains(v)),
+            Expression::Equal(k, value) => self.label(k) == Some(value.as_str()),
+            Expression::NotEqual(k, value) => self.label(k) != Some(value.as_str()),
+            Expression::Exists(k) => self.label(k).is_some(),
+            Expression::DoesNotExist(k) => self.label(k).is_none(),
+        })
+    }
+}
+
+/// The engine reads the cache entry itself. Not kept, so not answered: host aliases and the
+/// pod's security context (the backstop's Pod Security check judges the Whisperer's own
+/// fields, which is all an injection adds).
+impl PodFacts for PodInfo {
+    fn namespace(&self) -> Option<&str> {
+        Some(&self.namespace)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        PodInfo::annotation(self, key)
+    }
+
+    fn terminating(&self) -> bool {
+        self.terminating
+    }
+
+    fn phase(&self) -> Option<&str> {
+        self.phase.as_str()
+    }
+
+    fn has_spec(&self) -> bool {
+        true
+    }
+
+    fn containers(&self) -> impl Iterator<Item = ContainerFacts<'_>> {
+        self.containers.iter().map(Ctr::facts)
+    }
+
+    fn init_containers(&self) -> impl Iterator<Item = ContainerFacts<'_>> {
+        self.init_containers.iter().map(Ctr::facts)
+    }
+
+    fn ephemeral_names(&self) -> impl Iterator<Item = &str> {
+        self.ephemeral.iter().map(|c| &*c.name)
+    }
+
+    fn volume_names(&self) -> impl Iterator<Item = &str> {
+        self.volumes.iter().map(|v| &**v)
+    }
+
+    fn host_namespaces(&self) -> HostNamespaces {
+        let [network, pid, ipc] = self.host;
+        HostNamespaces { network, pid, ipc }
+    }
+
+    fn owners(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.controller
+            .as_deref()
+            .map(|[kind, _, api_version]| (&**api_version, &**kind))
+            .into_iter()
+    }
+
+    fn host_aliases(&self) -> &[k8s_openapi::api::core::v1::HostAlias] {
+        &[]
+    }
+
+    fn security_context(&self) -> Option<&k8s_openapi::api::core::v1::PodSecurityContext> {
+        None
+    }
+}
+
+impl Ctr {
+    fn facts(&self) -> ContainerFacts<'_> {
+        ContainerFacts {
+            name: &self.name,
+            image: Some(&self.image),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(ns: &str, name: &str, labels: &[(&str, &str)]) -> PodView {
+        let mut v = PodView::default();
+        v.metadata.name = Some(name.into());
+        v.metadata.namespace = Some(ns.into());
+        v.metadata.uid = Some(format!("uid-{name}"));
+        v.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        v
+    }
+
+    #[test]
+    fn selector_expressions() {
+        let p = PodInfo::new(&view("a", "p", &[("app", "web"), ("tier", "front")]));
+        let e = |s: &str| -> Vec<Expression> {
+            let sel: kube::core::Selector = s
+                .split(',')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    Expression::Equal(k.into(), v.into())
+                })
+                .collect();
+            sel.into_iter().collect()
+        };
+        assert!(p.matches(&e("app=web")));
+        assert!(p.matches(&e("app=web,tier=front")));
+        assert!(!p.matches(&e("app=api")));
+        assert!(p.matches(&[Expression::In("tier".into(), ["front".to_string()].into())]));
+        assert!(p.matches(&[Expression::NotIn("app".into(), ["api".to_string()].into())]));
+        assert!(p.matches(&[Expression::DoesNotExist("x".into())]));
+        assert!(!p.matches(&[Expression::Exists("x".into())]));
+        assert!(p.matches(&[Expression::NotEqual("app".into(), "api".into())]));
+    }
+}
