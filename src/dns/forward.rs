@@ -32,6 +32,12 @@ impl Forwarder {
 
     /// The first upstream reply to `query` (raw bytes of a decoded `request`), with the
     /// client's id restored; `None` when every upstream failed or timed out.
+    #[tracing::instrument(
+        name = "dns_forward",
+        level = "debug",
+        skip_all,
+        fields(id = request.metadata.id, tcp = over_tcp)
+    )]
     pub async fn forward(
         &self,
         query: &[u8],

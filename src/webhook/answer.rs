@@ -37,6 +37,15 @@ pub fn answer(
         Some(u) if !u.is_empty() => u,
         _ => return Err(ReviewError::NoUid),
     };
+    // Debug level: disabled (one cached check) unless debug logging is on, so the hot path
+    // pays nothing for it.
+    let span = tracing::debug_span!(
+        "admission",
+        uid,
+        namespace = %req.namespace,
+        outcome = tracing::field::Empty
+    );
+    let _entered = span.enter();
     // Only a pod being created can be injected: nothing else is parsed.
     let is_pod_create = req.kind.group.is_empty()
         && req.kind.kind == "Pod"
@@ -94,6 +103,7 @@ pub fn answer(
             }
         }
     };
+    span.record("outcome", tracing::field::debug(labels.outcome));
     let body =
         serde_json::to_vec(&out.into_review()).map_err(|e| ReviewError::Body(e.to_string()))?;
     Ok((labels, body))
