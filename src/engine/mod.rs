@@ -10,6 +10,7 @@ pub mod overrides;
 mod plan;
 pub mod pod_security;
 pub mod policy;
+pub mod reinvocation;
 mod skip;
 
 pub use admission::{decide_admission, AdmissionSubject};
