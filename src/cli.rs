@@ -35,6 +35,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Inject manifests on disk (Pods and workload pod templates) as the webhook would.
     Inject(InjectArgs),
+    /// Why a pod is or is not injected, rule by rule, and the command that fixes it.
+    Explain(crate::explain::ExplainArgs),
 }
 
 #[derive(Debug, Clone, Args)]
