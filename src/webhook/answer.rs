@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::error::ReviewError;
 use super::pod_shape::parse_admitted_pod;
+use super::requester;
 use super::review::{nesting_exceeds, ResponseOut, ReviewIn, API_VERSION, MAX_NESTING};
 use crate::engine::{decide_admission, AdmissionSubject, Decision, Settings};
 use crate::metrics::{Outcome, RequestLabels};
@@ -32,6 +33,12 @@ pub fn answer(bytes: &[u8], settings: &Settings) -> Result<(RequestLabels, Vec<u
         Some(u) if !u.is_empty() => u,
         _ => return Err(ReviewError::NoUid),
     };
+    if requester::is_attachment(&req.kind) {
+        let (labels, out) = requester::respond(&req, uid)?;
+        let body =
+            serde_json::to_vec(&out.into_review()).map_err(|e| ReviewError::Body(e.to_string()))?;
+        return Ok((labels, body));
+    }
     // Only a pod being created can be injected: nothing else is parsed.
     let is_pod_create = req.kind.group.is_empty()
         && req.kind.kind == "Pod"

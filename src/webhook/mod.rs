@@ -4,11 +4,13 @@ mod answer;
 mod error;
 mod handler;
 mod pod_shape;
+mod requester;
 mod review;
 pub(crate) mod server;
 
 pub use answer::answer;
 pub use error::{json_error, ReviewError};
 pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
+pub use requester::REQUESTED_BY;
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ServeError, ServerOptions};
