@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use support::{poll_until, ControlPlane};
 use whisperer_injector::config::Config;
-use whisperer_injector::control::TokenKey;
+use whisperer_injector::control::{TokenKey, TokenKeys};
 use whisperer_injector::engine::Settings;
 use whisperer_injector::reconciler::{
     self, crd_yaml, Attachment, AttachmentSpec, Phase, PodState, ReconcilerArgs, ReconcilerHandle,
@@ -417,7 +417,9 @@ async fn deployment_replicas_replacements_generations_and_detach() {
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[("injection", "enabled")]).await;
     let _kubelet = Kubelet::start(&client, &ns).await;
-    let key = TokenKey::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec());
+    let key = TokenKeys::single(TokenKey::from_bytes(
+        b"0123456789abcdef0123456789abcdef".to_vec(),
+    ));
     let agent_env = reconciler::control_api_env(
         "https://whisperer-injector.whisperer-system.svc:8443",
         key.clone(),
@@ -838,7 +840,7 @@ async fn ttl_namespaces_and_pod_security() {
     })
     .await;
 
-    // Pod Security "baseline" forbids NET_ADMIN: a typed refusal per pod, after a dry run.
+    // Pod Security "baseline" forbids adding NET_RAW: a typed refusal per pod, after a dry run.
     create(&client, &strict, &plain_pod("guarded", "guarded", &[])).await;
     create(
         &client,
@@ -853,10 +855,7 @@ async fn ttl_namespaces_and_pod_security() {
     .await;
     assert_eq!(entry.reason.as_deref(), Some("PodSecurity"));
     let msg = entry.message.unwrap_or_default();
-    assert!(
-        msg.contains("baseline") && msg.contains("NET_ADMIN"),
-        "{msg}"
-    );
+    assert!(msg.contains("baseline") && msg.contains("NET_RAW"), "{msg}");
     assert!(
         r.sample(
             "whisperer_ephemeral_patches_total",

@@ -3,6 +3,7 @@
 mod answer;
 mod error;
 mod handler;
+mod namespaces;
 mod pod_shape;
 mod requester;
 mod review;
@@ -11,6 +12,7 @@ pub(crate) mod server;
 pub use answer::answer;
 pub use error::{json_error, ReviewError};
 pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
+pub use namespaces::PodSecurityLevels;
 pub use requester::REQUESTED_BY;
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ServeError, ServerOptions};
