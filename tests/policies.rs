@@ -769,18 +769,24 @@ async fn the_injector_account_cannot_attach_in_system_namespaces() {
 // webhook.
 // ---------------------------------------------------------------------------------------
 
-const RECONCILER_CONFIG: &str = r#"
-defaultProfile: default
-profiles:
-  default:
-    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
-    args: ["--interface", "any"]
-    securityContext: {capabilities: {add: [NET_RAW], drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}
-    maxTtl: 24h
-  wide:
-    image: ghcr.io/whisperer-dev/whisperer:v0.1.0
-    securityContext: {capabilities: {add: [NET_RAW, NET_ADMIN], drop: [ALL]}}
-"#;
+/// The shipped configuration (manifests/configmap.yaml) plus a profile `wide` that adds
+/// NET_ADMIN, which the shipped guard params do not allow.
+fn shipped_config_with_a_wide_profile() -> Config {
+    let configmap = manifests::documents("configmap.yaml")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "whisperer-injector-config")
+        .expect("manifests/configmap.yaml holds the injector's config");
+    let text = configmap["data"]["config.yaml"]
+        .as_str()
+        .expect("data.config.yaml");
+    let mut cfg: serde_yaml::Value = serde_yaml::from_str(text).expect("config YAML");
+    let mut wide = cfg["profiles"]["default"].clone();
+    wide["securityContext"]["capabilities"]["add"] =
+        serde_yaml::from_str("[NET_RAW, NET_ADMIN]").expect("list");
+    cfg["profiles"]["wide"] = wide;
+    let text = serde_yaml::to_string(&cfg).expect("config YAML");
+    Config::parse(&text, "manifests/configmap.yaml + profile wide").expect("config parses")
+}
 
 #[tokio::test]
 async fn the_reconciler_attaches_as_the_injector_account_and_shows_the_requester() {
@@ -820,8 +826,9 @@ async fn the_reconciler_attaches_as_the_injector_account_and_shows_the_requester
     assert_eq!(created.requested_by(), Some("alice"));
 
     // The reconciler with the injector's own account, bound by manifests/rbac.yaml only,
-    // leader election included (the Lease Role is limited to its one name).
-    let config = Config::parse(RECONCILER_CONFIG, "test config").expect("config");
+    // leader election included (the Lease Role is limited to its one name), and the shipped
+    // default profile: it must pass the shipped guard.
+    let config = shipped_config_with_a_wide_profile();
     let settings = Arc::new(ArcSwap::from_pointee(Settings::new(
         Arc::new(config),
         INJECTOR_NS,
