@@ -1026,3 +1026,74 @@ async fn leader_election_only_the_holder_patches() {
         .expect("own namespace");
     assert!(ns_obj.metadata.name.is_some());
 }
+
+/// Who may be captured: a hostNetwork DaemonSet's pod and an opted-out pod get no Whisperer
+/// (the status says why), a dotted Attachment name still attaches.
+#[tokio::test]
+async fn host_network_and_opted_out_pods_are_refused_dotted_names_attach() {
+    let cp = ControlPlane::start_with_controllers().await;
+    let client = cp.client();
+    support::install_attachment_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[]).await;
+    let _kubelet = Kubelet::start(&client, &ns).await;
+    let r = Reconciler::start(&client, shared(Config::default(), &own), &own, &fast_args()).await;
+
+    let mut template = pod_template("nodecap");
+    template["spec"]["hostNetwork"] = json!(true);
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": { "name": "nodecap" },
+        "spec": { "selector": { "matchLabels": { "app": "nodecap" } }, "template": template }
+    }))
+    .expect("daemonset json");
+    create(&client, &ns, &ds).await;
+    create(
+        &client,
+        &ns,
+        &plain_pod("private", "private", &[("whisperer.dev/inject", "false")]),
+    )
+    .await;
+    create(&client, &ns, &plain_pod("web", "web", &[])).await;
+    create(
+        &client,
+        &ns,
+        &attachment("node", Some((TargetKind::DaemonSet, "nodecap")), None, None),
+    )
+    .await;
+    create(
+        &client,
+        &ns,
+        &attachment("peek", Some((TargetKind::Pod, "private")), None, None),
+    )
+    .await;
+    create(
+        &client,
+        &ns,
+        &attachment("release.v2", Some((TargetKind::Pod, "web")), None, None),
+    )
+    .await;
+
+    let dotted = whisperer_injector::engine::ephemeral_container_name("release.v2", 1);
+    wait_attached(&client, &ns, "release.v2", "web", &dotted, 1).await;
+    for (att, app, reason, words) in [
+        ("node", "nodecap", "host-namespaces", "hostNetwork"),
+        ("peek", "private", "opted-out", "whisperer.dev/inject"),
+    ] {
+        let entry = poll_until(WAIT, &format!("{att} refused with {reason}"), || async {
+            let st = get_attachment(&client, &ns, att).await?.status?;
+            st.pods
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        })
+        .await;
+        let msg = entry.message.unwrap_or_default();
+        assert!(msg.contains(words), "{att}: {msg}");
+        let pods = live_pods(&client, &ns, app).await;
+        assert_eq!(pods.len(), 1, "{app}");
+        assert!(
+            ephemeral_names(&pods[0]).is_empty(),
+            "{app} must get no ephemeral container"
+        );
+    }
+    r.shutdown().await;
+}
