@@ -109,6 +109,9 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
         "on",
         "--dns-listen",
         "127.0.0.1:0",
+        // The test asks from 127.0.0.1, which is no Whisperer's pod.
+        "--dns-trusted-cidr",
+        "127.0.0.1/32",
         "--reconciler",
         "on",
         "--leader-election=false",
