@@ -93,8 +93,11 @@ pub struct SourceLimiter {
     hasher: RandomState,
     sets_per_shard: usize,
     ways: usize,
-    shards: Box<[Mutex<Box<[Option<Entry>]>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
+
+/// `sets_per_shard * ways` entries; set `i` is `[i * ways .. (i + 1) * ways]`.
+type Shard = Box<[Option<Entry>]>;
 
 impl SourceLimiter {
     /// A limiter with the full table. `limit.burst` is at least 1 (a zero burst would refuse

@@ -53,6 +53,9 @@ fn sources_are_limited_separately_and_mapped_v4_is_v4() {
 fn table_never_grows_past_its_capacity() {
     let limiter = SourceLimiter::new(LIMIT);
     assert_eq!(limiter.capacity(), SOURCE_TABLE_CAPACITY);
+    // The whole table, allocated at start: the bound docs/dns.md states.
+    let bytes = std::mem::size_of::<Option<Entry>>() * SOURCE_TABLE_CAPACITY;
+    assert!(bytes <= 512 * 1024, "{bytes} bytes");
     let t0 = Instant::now();
     // A spoofed flood: far more distinct sources than entries, every one a first query.
     for i in 0..(SOURCE_TABLE_CAPACITY as u32 * 8) {
