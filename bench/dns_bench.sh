@@ -54,10 +54,14 @@ if [[ -n "${BASELINE_REV:-}" && -z "${BASELINE_BIN:-}" ]]; then
     src="$WORK/baseline-src"
     mkdir -p "$src"
     git archive "$BASELINE_REV" | tar -x -C "$src"
+    # Cargo takes the other tree's build of the crate for fresh (its sources did not change
+    # since), so drop it before each of the two builds.
+    cargo clean --release -p whisperer-injector
     CARGO_TARGET_DIR="$(pwd)/target" cargo build --release --example dns_serve \
         --manifest-path "$src/Cargo.toml"
     BASELINE_BIN="$WORK/dns_serve.baseline"
     cp "$BIN" "$BASELINE_BIN"
+    cargo clean --release -p whisperer-injector
     SKIP_BUILD=
 fi
 if [[ -z "${SKIP_BUILD:-}" || ! -x "$BIN" ]]; then
