@@ -155,6 +155,17 @@ mod tests {
     }
 
     #[test]
+    fn every_dns_flag_is_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let serve = <DnsArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        let flags: Vec<&str> = serve.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert!(flags.len() >= 9, "{flags:?}");
+        for flag in flags {
+            assert!(readme.contains(&format!("`--{flag} ")), "--{flag} is not in the README");
+        }
+    }
+
+    #[test]
     fn every_profile_image_makes_a_trusted_source_and_reload_replaces_them() {
         let yaml = "defaultProfile: a\nprofiles:\n  a:\n    image: example.com/whisperer:1\n  b:\n    image: example.com/whisperer-lite:2\n";
         let cfg = Config::from_bytes(yaml.as_bytes(), "test").expect("config");
