@@ -161,7 +161,10 @@ mod tests {
         let flags: Vec<&str> = serve.get_arguments().filter_map(|a| a.get_long()).collect();
         assert!(flags.len() >= 9, "{flags:?}");
         for flag in flags {
-            assert!(readme.contains(&format!("`--{flag} ")), "--{flag} is not in the README");
+            assert!(
+                readme.contains(&format!("`--{flag} ")),
+                "--{flag} is not in the README"
+            );
         }
     }
 
