@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::pod_security::{self, Level};
 use super::policy::{check_pod, resolve_profile, Front};
+use super::trace::{Rule, Trace};
 use super::{
     plan, Decision, PodFacts, Settings, SkipReason, ANNOTATION_INJECT, ANNOTATION_INJECTED,
     ANNOTATION_PROFILE,
@@ -27,6 +28,15 @@ pub struct AdmissionSubject<'a> {
 }
 
 pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> Decision {
+    decide_admission_traced(subject, settings, &mut ())
+}
+
+/// [`decide_admission`], telling `trace` each rule it checked and what it found.
+pub fn decide_admission_traced(
+    subject: &AdmissionSubject<'_>,
+    settings: &Settings,
+    trace: &mut impl Trace,
+) -> Decision {
     let is_pod = subject.group.is_empty()
         && subject.version == "v1"
         && subject.kind == "Pod"
@@ -40,64 +50,130 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
     let Some(pod) = subject.pod else {
         return Decision::skip(SkipReason::NotAPod);
     };
-    decide_sidecar(pod, subject.namespace, subject.pod_security, settings)
+    decide_sidecar_traced(
+        pod,
+        subject.namespace,
+        subject.pod_security,
+        settings,
+        trace,
+    )
 }
 
 /// The webhook's question about a pod that is a CREATE of a v1 Pod: does it get the sidecar?
-/// The backstop asks the same of pods already admitted, to find those the webhook missed.
+/// The backstop asks the same of pods already admitted (its cache entries), to find those the
+/// webhook missed.
 pub fn decide_sidecar(
     pod: &impl PodFacts,
     namespace: &str,
     pod_security: Option<Level>,
     settings: &Settings,
 ) -> Decision {
-    match pod.annotation(ANNOTATION_INJECT) {
-        Some("true") => {}
-        Some("false") => return Decision::skip(SkipReason::OptedOut),
-        None if settings.inject_by_default => {}
-        None => return Decision::skip(SkipReason::NotRequested),
-        Some(other) => {
-            return Decision::problem(
-                SkipReason::NotRequested,
-                format!(
-                    "annotation {ANNOTATION_INJECT}={other:?} is neither \"true\" nor \"false\""
-                ),
-            )
+    decide_sidecar_traced(pod, namespace, pod_security, settings, &mut ())
+}
+
+/// [`decide_sidecar`], telling `trace` each rule it checked and what it found.
+pub fn decide_sidecar_traced(
+    pod: &impl PodFacts,
+    namespace: &str,
+    pod_security: Option<Level>,
+    settings: &Settings,
+    trace: &mut impl Trace,
+) -> Decision {
+    let opt_in = pod.annotation(ANNOTATION_INJECT);
+    let refused = match opt_in {
+        Some("true") => None,
+        Some("false") => Some(Decision::skip(SkipReason::OptedOut)),
+        None if settings.inject_by_default => None,
+        None => Some(Decision::skip(SkipReason::NotRequested)),
+        Some(other) => Some(Decision::problem(
+            SkipReason::NotRequested,
+            format!("annotation {ANNOTATION_INJECT}={other:?} is neither \"true\" nor \"false\""),
+        )),
+    };
+    trace.step(Rule::OptIn, refused.is_none(), || match opt_in {
+        Some(v) => format!("{ANNOTATION_INJECT}={v:?}"),
+        None if settings.inject_by_default => {
+            format!("no {ANNOTATION_INJECT} annotation; the injector injects by default")
         }
+        None => format!("no {ANNOTATION_INJECT} annotation (set it to \"true\" to opt in)"),
+    });
+    if let Some(d) = refused {
+        return d;
     }
-    if pod.annotation(ANNOTATION_INJECTED).is_some() {
+    let marker = pod.annotation(ANNOTATION_INJECTED);
+    trace.step(Rule::Marker, marker.is_none(), || match marker {
+        Some(m) => format!("already injected ({m}); a pod is never injected twice"),
+        None => "not injected yet".into(),
+    });
+    if marker.is_some() {
         return Decision::skip(SkipReason::AlreadyInjected);
     }
     let requested = pod.annotation(ANNOTATION_PROFILE);
-    let (profile_name, profile) = match resolve_profile(settings, namespace, requested)
-        .and_then(|(name, p)| check_pod(pod, name, p, Front::Webhook).map(|()| (name, p)))
-    {
+    let (profile_name, profile) = match resolve_profile(settings, namespace, requested) {
         Ok(found) => found,
-        Err(r) => return Decision::problem(r.reason, r.message),
-    };
-    let decision = plan::sidecar(pod, profile_name, profile, settings);
-    match (&decision, pod_security) {
-        (Decision::Inject(plan), Some(level)) => {
-            let broken = pod_security::violations(
-                &plan.container,
-                &plan.volumes,
-                pod.security_context(),
-                level,
-            );
-            if broken.is_empty() {
-                decision
-            } else {
-                Decision::problem(
-                    SkipReason::PodSecurity,
-                    format!(
-                        "namespace {:?} enforces Pod Security level {:?}, which profile {profile_name:?} breaks: {}",
-                        namespace,
-                        level.as_str(),
-                        broken.join("; ")
-                    ),
-                )
-            }
+        Err(r) => {
+            trace.step(Rule::Profile, false, || r.message.clone());
+            return Decision::problem(r.reason, r.message);
         }
-        _ => decision,
+    };
+    trace.step(Rule::Profile, true, || {
+        format!(
+            "namespace {:?} allowed; profile {profile_name:?}{}",
+            namespace,
+            if requested.is_some() {
+                ""
+            } else {
+                " (the default)"
+            }
+        )
+    });
+    if let Err(r) = check_pod(pod, profile_name, profile, Front::Webhook) {
+        trace.step(Rule::PodPolicy, false, || r.message.clone());
+        return Decision::problem(r.reason, r.message);
     }
+    trace.step(Rule::PodPolicy, true, || "no host namespaces".into());
+    let decision = plan::sidecar(pod, profile_name, profile, settings);
+    let Decision::Inject(plan) = &decision else {
+        if let Decision::Skip { reason, detail } = &decision {
+            trace.step(Rule::Plan, false, || {
+                detail.clone().unwrap_or_else(|| reason.to_string())
+            });
+        }
+        return decision;
+    };
+    trace.step(Rule::Plan, true, || {
+        format!(
+            "{:?} {:?}, marker {}",
+            plan.placement, plan.container.name, plan.marker
+        )
+    });
+    let Some(level) = pod_security else {
+        trace.step(Rule::PodSecurity, true, || "no enforce level known".into());
+        return decision;
+    };
+    let broken = pod_security::violations(
+        &plan.container,
+        &plan.volumes,
+        pod.security_context(),
+        level,
+    );
+    trace.step(Rule::PodSecurity, broken.is_empty(), || {
+        if broken.is_empty() {
+            format!("the Whisperer meets {:?}", level.as_str())
+        } else {
+            format!("{:?} forbids: {}", level.as_str(), broken.join("; "))
+        }
+    });
+    if broken.is_empty() {
+        return decision;
+    }
+    Decision::problem(
+        SkipReason::PodSecurity,
+        format!(
+            "namespace {:?} enforces Pod Security level {:?}, which profile {profile_name:?} breaks: {}",
+            namespace,
+            level.as_str(),
+            broken.join("; ")
+        ),
+    )
 }

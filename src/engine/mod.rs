@@ -11,9 +11,14 @@ mod plan;
 mod pod_facts;
 pub mod pod_security;
 pub mod policy;
+pub mod reinvocation;
 mod skip;
+pub mod trace;
 
-pub use admission::{decide_admission, decide_sidecar, AdmissionSubject};
+pub use admission::{
+    decide_admission, decide_admission_traced, decide_sidecar, decide_sidecar_traced,
+    AdmissionSubject,
+};
 pub use attach::{decide_attach, ephemeral_container_name, AttachSubject};
 pub use plan::{HostAliasChange, Placement, Plan};
 pub use pod_facts::{ContainerFacts, HostNamespaces, PodFacts};

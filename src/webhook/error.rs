@@ -21,6 +21,8 @@ pub enum ReviewError {
     NoUid,
     #[error("request.object is not a valid v1 Pod: {0}")]
     BadPod(String),
+    #[error("not a valid Attachment: {0}")]
+    BadAttachment(String),
     #[error("body exceeds the {0} byte limit")]
     TooLarge(usize),
     #[error("could not read the request body: {0}")]
@@ -38,6 +40,7 @@ impl ReviewError {
             ReviewError::NoRequest => "no-request",
             ReviewError::NoUid => "no-uid",
             ReviewError::BadPod(_) => "invalid-pod",
+            ReviewError::BadAttachment(_) => "invalid-attachment",
             ReviewError::TooLarge(_) => "too-large",
             ReviewError::Body(_) => "body",
         }
@@ -47,7 +50,9 @@ impl ReviewError {
         match self {
             ReviewError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ReviewError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ReviewError::BadPod(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ReviewError::BadPod(_) | ReviewError::BadAttachment(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }

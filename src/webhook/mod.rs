@@ -5,6 +5,7 @@ mod error;
 mod handler;
 mod namespaces;
 mod pod_shape;
+mod requester;
 mod review;
 pub(crate) mod server;
 
@@ -12,5 +13,6 @@ pub use answer::answer;
 pub use error::ReviewError;
 pub use handler::{router, WebhookState, MAX_BODY_BYTES};
 pub use namespaces::PodSecurityLevels;
+pub use requester::REQUESTED_BY;
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ServeError, ServerOptions};

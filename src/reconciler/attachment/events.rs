@@ -1,9 +1,10 @@
 //! The Events a pass publishes on its Attachment, and when: `Attached` for pods attached in
 //! this pass, one `AttachFailed` for those refused or failed (naming the first), `Expired`
 //! once when the ttl runs out, and a Warning with the refusal's reason when the Attachment is
-//! refused (again only when the message changed). The notes are built here, purely.
+//! refused (again only when the message changed). Each names the recorded requester
+//! (`whisperer.dev/requested-by`) when there is one. The notes are built here, purely.
 
-use crate::reconciler::crd::{AttachmentStatus, Phase};
+use crate::reconciler::crd::{Attachment, AttachmentStatus, Phase};
 
 /// One Event to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,8 +14,17 @@ pub struct Note {
     pub text: String,
 }
 
-/// The Events after a pass. `refused` holds `(pod, "reason: message")`.
+/// ` (requested by alice)`, or nothing when no requester is recorded.
+pub fn requested_by_note(att: &Attachment) -> String {
+    att.requested_by()
+        .map(|u| format!(" (requested by {u})"))
+        .unwrap_or_default()
+}
+
+/// The Events after a pass; `by` is [`requested_by_note`]. `refused` holds
+/// `(pod, "reason: message")`.
 pub fn after_pass(
+    by: &str,
     newly_attached: &[String],
     refused: &[(String, String)],
     expired: bool,
@@ -27,7 +37,7 @@ pub fn after_pass(
             warning: false,
             reason: "Attached",
             text: format!(
-                "attached the Whisperer to {} pod(s): {}",
+                "attached the Whisperer to {} pod(s){by}: {}",
                 newly_attached.len(),
                 list_names(newly_attached, 10)
             ),
@@ -37,7 +47,10 @@ pub fn after_pass(
         notes.push(Note {
             warning: true,
             reason: "AttachFailed",
-            text: format!("{} pod(s) not attached, e.g. {pod}: {why}", refused.len()),
+            text: format!(
+                "{} pod(s) not attached{by}, e.g. {pod}: {why}",
+                refused.len()
+            ),
         });
     }
     if expired && old_phase != Some(Phase::Expired) {
@@ -86,6 +99,7 @@ mod tests {
             "a, b and 1 more"
         );
         let notes = after_pass(
+            " (requested by alice)",
             &["web-1".into()],
             &[("web-2".into(), "PodSecurity: violates".into())],
             true,
@@ -96,11 +110,14 @@ mod tests {
         assert_eq!(reasons, ["Attached", "AttachFailed", "Expired"]);
         assert_eq!(
             notes[1].text,
-            "1 pod(s) not attached, e.g. web-2: PodSecurity: violates"
+            "1 pod(s) not attached (requested by alice), e.g. web-2: PodSecurity: violates"
         );
+        assert!(notes[0]
+            .text
+            .starts_with("attached the Whisperer to 1 pod(s) (requested by alice)"));
         assert!(notes[1].warning && !notes[0].warning);
         // Expired is said once.
-        assert!(after_pass(&[], &[], true, Some(Phase::Expired), None).is_empty());
+        assert!(after_pass("", &[], &[], true, Some(Phase::Expired), None).is_empty());
     }
 
     #[test]

@@ -93,12 +93,14 @@ async fn apply(att: &Attachment, ctx: &Context) -> Result<Action, ReconcilerErro
     let now = Timestamp::now();
     let recorder = ctx.recorder();
     let old_phase = att.status.as_ref().and_then(|s| s.phase);
+    let by = events::requested_by_note(att);
     let write = |c: &Conclusion, pods: Vec<PodEntry>, expires_at| {
         let span = tracing::Span::current();
         span.record("phase", c.phase.as_str());
         let st = status::build(Snapshot {
             phase: c.phase,
             target: att.target_description(),
+            requested_by: att.requested_by().map(str::to_string),
             expires_at,
             generation: att.metadata.generation,
             pods,
@@ -126,7 +128,7 @@ async fn apply(att: &Attachment, ctx: &Context) -> Result<Action, ReconcilerErro
                     &att.object_ref(&()),
                     Severity::Warning,
                     &refused.reason,
-                    refused.message,
+                    format!("{}{by}", refused.message),
                 )
                 .await;
             }
@@ -214,6 +216,7 @@ async fn apply(att: &Attachment, ctx: &Context) -> Result<Action, ReconcilerErro
         "reconciled"
     );
     let notes = events::after_pass(
+        &by,
         &newly_attached,
         &refused,
         expired,
