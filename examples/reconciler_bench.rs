@@ -13,25 +13,19 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use clap::Parser;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use kube::Client;
 use serde_json::json;
-use support::{poll_until, ControlPlane};
+use support::{builders, install_attachment_crd, kubelet, metrics, poll_until, ControlPlane};
 use whisperer_injector::config::Config;
-use whisperer_injector::engine::Settings;
-use whisperer_injector::reconciler::{
-    self, Attachment, AttachmentSpec, ReconcilerArgs, TargetKind, TargetRef,
-};
+use whisperer_injector::reconciler::{self, Attachment, ReconcilerArgs, TargetKind};
 
 #[derive(Parser)]
 enum Cmd {
@@ -55,8 +49,7 @@ enum Cmd {
     },
 }
 
-const NODE: &str = "bench-node";
-static NEXT_IP: AtomicU32 = AtomicU32::new(1);
+const NODE: &str = kubelet::NODE;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     support::controlplane::install_rustls_provider();
@@ -86,10 +79,7 @@ async fn controller(
         .with_writer(std::io::stderr)
         .init();
     let client = Client::try_default().await?;
-    let settings = Arc::new(ArcSwap::from_pointee(Settings::new(
-        Arc::new(Config::default()),
-        &own,
-    )));
+    let settings = builders::shared_settings(Config::default(), &own);
     let mut registry = prometheus_client::registry::Registry::default();
     let handle = reconciler::start(client, settings, own, &args, &mut registry).await?;
     let registry = Arc::new(registry);
@@ -133,13 +123,13 @@ fn memory_of(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// Sum of the samples of `name` matching `filter` in the controller's metrics file.
 fn metric(file: &str, name: &str, filter: &str) -> f64 {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metrics::sum(
+        &std::fs::read_to_string(file).unwrap_or_default(),
+        name,
+        filter,
+    )
 }
 
 struct Child {
@@ -190,75 +180,14 @@ impl Child {
     }
 }
 
-async fn run_pod(pods: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
-    let name = pod.name_any();
-    if pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_none()
-    {
-        let binding = json!({
-            "apiVersion": "v1", "kind": "Binding", "metadata": { "name": name },
-            "target": { "apiVersion": "v1", "kind": "Node", "name": NODE },
-        });
-        pods.create_subresource::<serde_json::Value, serde_json::Value>(
-            "binding",
-            &name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await?;
-    }
-    let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
-    let ip = format!(
-        "10.{}.{}.{}",
-        100 + n / 62_500,
-        (n / 250) % 250,
-        n % 250 + 2
-    );
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({ "status": {
-        "phase": "Running", "podIP": ip, "podIPs": [{ "ip": ip }], "hostIP": "10.255.0.1", "startTime": now,
-        "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": now }],
-        "containerStatuses": [{ "name": "app", "image": "registry.invalid/app:1", "imageID": "", "ready": true,
-            "started": true, "restartCount": 0, "state": { "running": { "startedAt": now } } }],
-    }});
-    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    Ok(())
-}
-
-/// Acts as kubelet for `ns` until `want` pods run.
-async fn run_all(client: &Client, ns: &str, want: usize) {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    poll_until(Duration::from_secs(900), "pods running", || async {
-        let list = pods.list(&ListParams::default()).await.ok()?;
-        let (running, todo): (Vec<&Pod>, Vec<&Pod>) = list
-            .items
-            .iter()
-            .partition(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
-        stream::iter(todo)
-            .for_each_concurrent(32, |p| {
-                let pods = pods.clone();
-                async move {
-                    let _ = run_pod(&pods, p).await;
-                }
-            })
-            .await;
-        (running.len() >= want).then_some(())
-    })
-    .await;
-}
-
+/// The bench's pods: one container, so the memory figures stay comparable across runs.
 fn deployment(name: &str, replicas: usize) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": name },
-        "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } },
-            "template": { "metadata": { "labels": { "app": name } },
-                "spec": { "containers": [{ "name": "app", "image": "registry.invalid/app:1" }] } } }
-    }))
-    .expect("deployment json")
+    builders::deployment_with(
+        name,
+        i32::try_from(replicas).expect("replicas"),
+        json!({ "metadata": { "labels": { "app": name } },
+            "spec": { "containers": [{ "name": "app", "image": "registry.invalid/app:1" }] } }),
+    )
 }
 
 async fn drive(
@@ -270,23 +199,8 @@ async fn drive(
     let cp = ControlPlane::start_with_controllers().await;
     let client = cp.client();
     let dir = tempfile::tempdir()?;
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .create(&PostParams::default(), &reconciler::crd())
-        .await?;
-    poll_until(Duration::from_secs(60), "CRD served", || async {
-        Api::<Attachment>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    let node: Node = serde_json::from_value(
-        json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE } }),
-    )?;
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await?;
+    install_attachment_crd(&client).await;
+    kubelet::register_node(&client, NODE).await;
     let own = cp.namespace(&[]).await;
 
     // Deployments first, all pods Running, before any Attachment exists.
@@ -297,7 +211,7 @@ async fn drive(
             .create(&PostParams::default(), &deployment("web", n))
             .await?;
         let t = Instant::now();
-        run_all(&client, &ns, n).await;
+        kubelet::run_all(&client, &ns, n, Duration::from_secs(900)).await;
         eprintln!("deployment of {n}: all pods Running after {:.1}s (kube-controller-manager creates them)", t.elapsed().as_secs_f64());
         namespaces.insert(n, ns);
     }
@@ -331,19 +245,7 @@ async fn drive(
             let t = Instant::now();
             atts.create(
                 &PostParams::default(),
-                &Attachment::new(
-                    &name,
-                    AttachmentSpec {
-                        target: Some(TargetRef {
-                            kind: TargetKind::Deployment,
-                            name: "web".into(),
-                        }),
-                        selector: None,
-                        profile: None,
-                        container: None,
-                        ttl: None,
-                    },
-                ),
+                &builders::attachment(&name, Some((TargetKind::Deployment, "web")), None, None),
             )
             .await?;
             let container = format!("whisperer-{name}");
@@ -418,7 +320,7 @@ async fn drive(
                 }))
                 .expect("pod json");
                 if let Ok(p) = pods.create(&PostParams::default(), &pod).await {
-                    let _ = run_pod(&pods, &p).await;
+                    let _ = kubelet::run_pod(&pods, &p, NODE, &kubelet::next_pod_ip()).await;
                 }
             }
         })

@@ -1,49 +1,40 @@
 //! The Attachment reconciler against a real control plane (etcd + kube-apiserver +
-//! kube-controller-manager, see tests/README.md). No kubelet runs: the `Kubelet` helper below
-//! binds pods to a Node object and writes their status as a kubelet would (phase Running, pod
-//! IP, container statuses), and writes a terminated `ephemeralContainerStatuses` entry when a
-//! test wants a Whisperer to die.
+//! kube-controller-manager, see tests/README.md). No kubelet runs: `support::Kubelet` binds
+//! pods to a Node object and writes their status as a kubelet would (phase Running, pod IP,
+//! container statuses), and `support::terminate_ephemeral` writes a terminated
+//! `ephemeralContainerStatuses` entry when a test wants a Whisperer to die.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use support::{poll_until, ControlPlane};
+use support::builders::{
+    attachment, create, deployment, ephemeral_names, plain_pod, pod_template,
+    shared_settings as shared,
+};
+use support::{metrics, poll_until, terminate_ephemeral, ControlPlane, Kubelet};
 use whisperer_injector::config::Config;
 use whisperer_injector::control::{TokenKey, TokenKeys};
-use whisperer_injector::engine::Settings;
 use whisperer_injector::engine::SharedSettings;
 use whisperer_injector::reconciler::{
-    self, crd_yaml, Attachment, AttachmentSpec, Phase, PodState, ReconcilerArgs, ReconcilerHandle,
-    TargetKind, TargetRef,
+    self, crd_yaml, Attachment, Phase, PodState, ReconcilerArgs, ReconcilerHandle, TargetKind,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-const NODE: &str = "node-a";
 
 // ---------------------------------------------------------------------------------------
-// Harness: CRD, settings, the reconciler, a kubelet stand-in.
+// Harness: the reconciler in this process (CRD, settings, kubelet and objects: tests/support).
 // ---------------------------------------------------------------------------------------
-
-fn shared(config: Config, own_ns: &str) -> SharedSettings {
-    Arc::new(ArcSwap::from_pointee(Settings::new(
-        Arc::new(config),
-        own_ns,
-    )))
-}
 
 fn fast_args() -> ReconcilerArgs {
     ReconcilerArgs {
@@ -94,19 +85,12 @@ impl Reconciler {
     }
 
     fn metrics(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("encode metrics");
-        out
+        metrics::encode(&self.registry)
     }
 
     /// Sum of every sample of `name` whose line contains `filter`.
     fn sample(&self, name: &str, filter: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .filter(|l| l.starts_with(name) && l.contains(filter))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metrics::sum(&self.metrics(), name, filter)
     }
 
     fn lookup(&self) -> std::sync::Arc<dyn whisperer_injector::control::AttachmentLookup> {
@@ -128,197 +112,9 @@ impl Reconciler {
     }
 }
 
-/// Runs pods in `ns` as a scheduler + kubelet would: binds each new pod to `node-a` and
-/// writes a Running status with a pod IP. Stops when dropped.
-struct Kubelet(tokio::task::JoinHandle<()>);
-
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-static NEXT_IP: AtomicU32 = AtomicU32::new(10);
-
-async fn ensure_node(client: &Client) {
-    let node: Node = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": { "name": NODE, "labels": { "kubernetes.io/hostname": NODE } },
-    }))
-    .expect("node json");
-    match Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create node: {e}"),
-    }
-}
-
-async fn run_pod(pods: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
-    let name = pod.name_any();
-    if pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_none()
-    {
-        let binding = json!({
-            "apiVersion": "v1", "kind": "Binding",
-            "metadata": { "name": name },
-            "target": { "apiVersion": "v1", "kind": "Node", "name": NODE },
-        });
-        pods.create_subresource::<serde_json::Value, serde_json::Value>(
-            "binding",
-            &name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await?;
-    }
-    let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
-    let ip = format!("10.244.{}.{}", n / 250, n % 250 + 2);
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let statuses: Vec<_> = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true,
-                "restartCount": 0, "state": { "running": { "startedAt": now } },
-            })
-        })
-        .collect();
-    let status = json!({ "status": {
-        "phase": "Running", "hostIP": "10.255.0.1", "hostIPs": [{ "ip": "10.255.0.1" }],
-        "podIP": ip, "podIPs": [{ "ip": ip }], "startTime": now,
-        "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": now }],
-        "containerStatuses": statuses,
-    }});
-    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    Ok(())
-}
-
-impl Kubelet {
-    async fn start(client: &Client, ns: &str) -> Kubelet {
-        ensure_node(client).await;
-        let pods = Api::<Pod>::namespaced(client.clone(), ns);
-        Kubelet(tokio::spawn(async move {
-            loop {
-                if let Ok(list) = pods.list(&ListParams::default()).await {
-                    for p in list.items.iter().filter(|p| {
-                        p.metadata.deletion_timestamp.is_none()
-                            && p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running")
-                            && p.status.as_ref().and_then(|s| s.phase.as_deref())
-                                != Some("Succeeded")
-                    }) {
-                        let _ = run_pod(&pods, p).await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }))
-    }
-}
-
-/// What a kubelet writes when an ephemeral container exits.
-async fn terminate_ephemeral(client: &Client, ns: &str, pod: &str, container: &str) {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({ "status": { "ephemeralContainerStatuses": [{
-        "name": container, "image": "ghcr.io/whisperer-dev/whisperer:v0.1.0", "imageID": "",
-        "ready": false, "restartCount": 0,
-        "state": { "terminated": { "exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now } },
-    }]}});
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("write ephemeral container status");
-}
-
 // ---------------------------------------------------------------------------------------
 // Objects.
 // ---------------------------------------------------------------------------------------
-
-fn pod_template(app: &str) -> serde_json::Value {
-    json!({
-        "metadata": { "labels": { "app": app } },
-        "spec": { "containers": [
-            { "name": "app", "image": "registry.invalid/app:1" },
-            { "name": "side", "image": "registry.invalid/side:1" }
-        ] }
-    })
-}
-
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": name },
-        "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } }, "template": pod_template(name) }
-    }))
-    .expect("deployment json")
-}
-
-fn plain_pod(name: &str, app: &str, annotations: &[(&str, &str)]) -> Pod {
-    let ann: BTreeMap<&str, &str> = annotations.iter().copied().collect();
-    let mut t = pod_template(app);
-    t["metadata"]["name"] = json!(name);
-    t["metadata"]["annotations"] = json!(ann);
-    t["apiVersion"] = json!("v1");
-    t["kind"] = json!("Pod");
-    serde_json::from_value(t).expect("pod json")
-}
-
-fn attachment(
-    name: &str,
-    target: Option<(TargetKind, &str)>,
-    selector_app: Option<&str>,
-    ttl: Option<&str>,
-) -> Attachment {
-    Attachment::new(
-        name,
-        AttachmentSpec {
-            target: target.map(|(kind, n)| TargetRef {
-                kind,
-                name: n.into(),
-            }),
-            selector: selector_app.map(|app| {
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-                    match_labels: Some([("app".to_string(), app.to_string())].into()),
-                    ..Default::default()
-                }
-            }),
-            profile: None,
-            container: None,
-            ttl: ttl.map(str::to_string),
-        },
-    )
-}
-
-async fn create<K>(client: &Client, ns: &str, obj: &K) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), obj)
-        .await
-        .unwrap_or_else(|e| panic!("create {} {}: {e}", K::kind(&()), obj.name_any()))
-}
-
-fn ephemeral_names(p: &Pod) -> Vec<String> {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.ephemeral_containers.as_ref())
-        .map(|v| v.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default()
-}
 
 async fn live_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns)

@@ -122,20 +122,14 @@ async fn controllers_run_deployments_and_drop_leaves_no_process() {
     let cp = ControlPlane::start_with_controllers().await;
     let ns = cp.namespace(&[]).await;
     let deployments = Api::<Deployment>::namespaced(cp.client(), &ns);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": "web" },
-        "spec": {
-            "replicas": 2,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": { "containers": [{ "name": "app", "image": "registry.k8s.io/pause:3.10" }] }
-            }
-        }
-    }))
-    .expect("deployment json");
+    let deployment = support::builders::deployment_with(
+        "web",
+        2,
+        json!({
+            "metadata": { "labels": { "app": "web" } },
+            "spec": { "containers": [{ "name": "app", "image": "registry.k8s.io/pause:3.10" }] }
+        }),
+    );
     deployments
         .create(&PostParams::default(), &deployment)
         .await

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
@@ -26,7 +26,8 @@ use k8s_openapi::api::core::v1::{HostAlias, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use support::{poll_until, ControlPlane};
+use support::dns::{query, raw_udp, udp_exchange};
+use support::{metrics, poll_until, ControlPlane};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -86,20 +87,9 @@ impl Proxy {
         }
     }
 
-    fn metrics(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode");
-        text
-    }
-
     /// The value of the sample line starting with `prefix`, 0 if absent.
     fn metric(&self, prefix: &str) -> u64 {
-        self.metrics()
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        metrics::value(&metrics::encode(&self.registry), prefix)
     }
 }
 
@@ -160,35 +150,6 @@ async fn a_records(resolver: &TokioResolver, name: &str) -> Vec<Ipv4Addr> {
             _ => None,
         })
         .collect()
-}
-
-fn query(name: &str, rtype: RecordType, edns: bool) -> Message {
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_str(name).expect("name"), rtype));
-    if edns {
-        let mut e = Edns::new();
-        e.set_max_payload(4096);
-        msg.set_edns(e);
-    }
-    msg
-}
-
-async fn raw_udp(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
-    socket.send_to(bytes, addr).await.expect("send");
-    let mut buf = vec![0u8; 65_535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
-        .await
-        .expect("UDP reply in time")
-        .expect("recv");
-    buf.truncate(n);
-    buf
-}
-
-async fn udp_exchange(addr: SocketAddr, msg: &Message) -> Message {
-    let reply = raw_udp(addr, &msg.to_vec().expect("encode")).await;
-    Message::from_vec(&reply).expect("decode reply")
 }
 
 async fn tcp_send(stream: &mut TcpStream, bytes: &[u8]) {

@@ -217,12 +217,7 @@ async fn workload_controllers_get_injected_pods() {
         "metadata": {"labels": {"app": "web"}, "annotations": {"whisperer.dev/inject": "true"}},
         "spec": {"containers": [{"name": "web", "image": "registry.example.com/web:1"}]}
     });
-    let deploy: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template}
-    }))
-    .expect("deployment");
+    let deploy = support::builders::deployment_with("web", 3, template);
     Api::<Deployment>::namespaced(cp.client(), &on)
         .create(&PostParams::default(), &deploy)
         .await

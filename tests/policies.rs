@@ -8,10 +8,8 @@
 mod injector;
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -20,13 +18,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+use support::builders::{self, ephemeral_names};
 use support::impersonate::{self, bind, grant, named_rule, rule, Subject};
 use support::{install_attachment_crd, manifests, poll_until, ControlPlane};
 use whisperer_injector::config::Config;
-use whisperer_injector::engine::Settings;
-use whisperer_injector::reconciler::{
-    self, Attachment, AttachmentSpec, PodState, ReconcilerArgs, TargetKind, TargetRef,
-};
+use whisperer_injector::reconciler::{self, Attachment, PodState, ReconcilerArgs, TargetKind};
 
 const WAIT: Duration = Duration::from_secs(60);
 const INJECTOR_NS: &str = "whisperer-system";
@@ -200,20 +196,11 @@ async fn create_admitted(
     .await
 }
 
+/// The Attachment these tests ask for: pod `web`, 30 minutes, `profile` if given.
 fn attachment(name: &str, profile: Option<&str>) -> Attachment {
-    Attachment::new(
-        name,
-        AttachmentSpec {
-            target: Some(TargetRef {
-                kind: TargetKind::Pod,
-                name: "web".into(),
-            }),
-            selector: None,
-            profile: profile.map(str::to_string),
-            container: None,
-            ttl: Some("30m".into()),
-        },
-    )
+    let mut a = builders::attachment(name, Some((TargetKind::Pod, "web")), None, Some("30m"));
+    a.spec.profile = profile.map(str::to_string);
+    a
 }
 
 fn with_requested_by(mut a: Attachment, user: &str) -> Attachment {
@@ -289,14 +276,6 @@ fn whisperer(name: &str) -> Value {
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     })
-}
-
-fn ephemeral_names(p: &Pod) -> Vec<String> {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.ephemeral_containers.as_ref())
-        .map(|v| v.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -829,10 +808,7 @@ async fn the_reconciler_attaches_as_the_injector_account_and_shows_the_requester
     // leader election included (the Lease Role is limited to its one name), and the shipped
     // default profile: it must pass the shipped guard.
     let config = shipped_config_with_a_wide_profile();
-    let settings = Arc::new(ArcSwap::from_pointee(Settings::new(
-        Arc::new(config),
-        INJECTOR_NS,
-    )));
+    let settings = builders::shared_settings(config, INJECTOR_NS);
     let args = ReconcilerArgs {
         resync_interval: Duration::from_secs(10),
         backstop_interval: Duration::from_millis(500),

@@ -6,49 +6,19 @@ mod https;
 mod support;
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::dns::{answers, ask};
 use support::{poll_until, ControlPlane};
 use whisperer_injector::cli::ServeArgs;
 use whisperer_injector::control::TokenKey;
 use whisperer_injector::metrics::{ReloadKind, ReloadLabels, ReloadResult};
 use whisperer_injector::reconciler::Attachment;
-
-async fn ask(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let mut msg = Message::query();
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_str(name).expect("name"), rtype));
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    socket
-        .send_to(&msg.to_vec().expect("encode"), addr)
-        .await
-        .expect("send");
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
-        .await
-        .expect("DNS answer in time")
-        .expect("recv");
-    Message::from_vec(&buf[..n]).expect("decode")
-}
-
-fn answers(m: &Message) -> Vec<String> {
-    m.answers
-        .iter()
-        .map(|r| match &r.data {
-            RData::A(a) => a.0.to_string(),
-            RData::PTR(p) => p.0.to_string(),
-            other => format!("{other:?}"),
-        })
-        .collect()
-}
 
 fn config(alias_ip: &str) -> String {
     format!(

@@ -31,7 +31,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const START_ATTEMPTS: usize = 3;
 /// Host IP of every node registered by the harness.
-pub const HOST_IP: &str = "10.255.0.1";
+pub use super::kubelet::HOST_IP;
 
 /// Where the binaries are: `$WHISPERER_CP_BIN` if set, else
 /// `${WHISPERER_CP_CACHE:-<repo>/target/controlplane}/<version>/` (what
@@ -521,51 +521,15 @@ impl ControlPlane {
         name
     }
 
-    /// Registers a `Ready` Node named `node` (host IP 10.255.0.1) unless it
-    /// exists, as a kubelet would. Nothing heartbeats it: with
-    /// kube-controller-manager running, the node lifecycle controller marks
-    /// it `Unknown` after its grace period (about 50 s), which is longer
-    /// than a test. Without the Node object, the pod GC controller would
-    /// delete pods bound to it after 40 s.
+    /// Registers a `Ready` Node named `node` unless it exists, as a kubelet would (see
+    /// [`super::kubelet::register_node`]).
     pub async fn register_node(&self, node: &str) {
-        let nodes = Api::<Node>::all(self.client());
-        let object = Node {
-            metadata: ObjectMeta {
-                name: Some(node.to_string()),
-                labels: Some([("kubernetes.io/hostname".to_string(), node.to_string())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match nodes.create(&PostParams::default(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => return,
-            Err(e) => panic!("create node {node}: {e}"),
-        }
-        let now = now_rfc3339();
-        let status = json!({
-            "status": {
-                "conditions": [{
-                    "type": "Ready", "status": "True", "reason": "KubeletReady",
-                    "message": "kubelet is posting ready status (written by the test harness)",
-                    "lastHeartbeatTime": now, "lastTransitionTime": now,
-                }],
-                "addresses": [
-                    { "type": "InternalIP", "address": HOST_IP },
-                    { "type": "Hostname", "address": node },
-                ],
-            }
-        });
-        nodes
-            .patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap_or_else(|e| panic!("write status of node {node}: {e}"));
+        super::kubelet::register_node(&self.client(), node).await;
     }
 
-    /// Does what the scheduler and a kubelet would: registers `node` (see
-    /// [`Self::register_node`]), binds the pod to it (unless already bound)
-    /// and writes a `Running` status with `pod_ip`, host IP 10.255.0.1,
-    /// `Ready` conditions and running container statuses.
+    /// Does what the scheduler and a kubelet would: registers `node`, binds the pod to it
+    /// (unless already bound) and writes a `Running` status with `pod_ip` (see
+    /// [`super::kubelet::run_pod`]).
     pub async fn mark_pod_running(
         &self,
         namespace: &str,
@@ -579,66 +543,9 @@ impl ControlPlane {
             .get(name)
             .await
             .unwrap_or_else(|e| panic!("get pod {namespace}/{name}: {e}"));
-        let bound = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .is_some();
-        if !bound {
-            let binding = json!({
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": { "name": name },
-                "target": { "apiVersion": "v1", "kind": "Node", "name": node },
-            });
-            pods.create_subresource::<serde_json::Value, serde_json::Value>(
-                "binding",
-                name,
-                &PostParams::default(),
-                &binding,
-            )
+        super::kubelet::run_pod(&pods, &pod, node, pod_ip)
             .await
-            .unwrap_or_else(|e| panic!("bind pod {namespace}/{name} to {node}: {e}"));
-        }
-        let now = now_rfc3339();
-        let host_ip = HOST_IP;
-        let statuses: Vec<_> = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|c| {
-                json!({
-                    "name": c.name,
-                    "image": c.image.clone().unwrap_or_default(),
-                    "imageID": "",
-                    "ready": true,
-                    "started": true,
-                    "restartCount": 0,
-                    "state": { "running": { "startedAt": now } },
-                })
-            })
-            .collect();
-        let conditions: Vec<_> = ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
-            .iter()
-            .map(|t| json!({ "type": t, "status": "True", "lastTransitionTime": now }))
-            .collect();
-        let status = json!({
-            "status": {
-                "phase": "Running",
-                "hostIP": host_ip,
-                "hostIPs": [{ "ip": host_ip }],
-                "podIP": pod_ip,
-                "podIPs": [{ "ip": pod_ip }],
-                "startTime": now,
-                "conditions": conditions,
-                "containerStatuses": statuses,
-            }
-        });
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap_or_else(|e| panic!("write status of pod {namespace}/{name}: {e}"))
+            .unwrap_or_else(|e| panic!("run pod {namespace}/{name} on {node}: {e}"))
     }
 }
 
@@ -691,13 +598,6 @@ async fn etcd_healthy(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(2), probe).await,
         Ok(Some(true))
     )
-}
-
-fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .expect("round timestamp")
-        .to_string()
 }
 
 fn kubeconfig_yaml(server: &str, pki: &Pki) -> String {

@@ -1,18 +1,27 @@
 //! Shared helpers for integration tests: `mod support;` in a test file.
 //!
 //! The local Kubernetes control plane (etcd + kube-apiserver, optionally
-//! kube-controller-manager) lives in [`controlplane`]; see tests/README.md.
+//! kube-controller-manager) lives in [`controlplane`]; the scheduler and kubelet stand-in in
+//! [`kubelet`]; objects in [`builders`]; the Attachment CRD in [`crd`]; metrics text in
+//! [`metrics`]; DNS queries in [`dns`]. See tests/README.md. Benches and examples use the
+//! same module (`#[path = "../tests/support/mod.rs"] mod support;`): nothing here is
+//! written twice.
 
 // Each integration test binary uses a different subset of these helpers.
 #![allow(dead_code, unused_imports)]
 
+pub mod builders;
 pub mod certs;
 pub mod controlplane;
 pub mod crd;
+pub mod dns;
 pub mod impersonate;
+pub mod kubelet;
 pub mod manifests;
+pub mod metrics;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
 };
 pub use crd::install_attachment_crd;
+pub use kubelet::{terminate_ephemeral, Kubelet};
