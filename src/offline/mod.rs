@@ -23,7 +23,7 @@ pub enum InjectError {
 
 /// What happened to one document, for the summary on stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct DocumentResult {
     pub kind: String,
     pub name: String,
     /// `injected` or a skip reason; None for documents that hold no pod.
@@ -147,7 +147,7 @@ pub fn inject_yaml(
     origin: &str,
     default_namespace: &str,
     settings: &Settings,
-) -> Result<(String, Vec<Outcome>), InjectError> {
+) -> Result<(String, Vec<DocumentResult>), InjectError> {
     use serde::Deserialize;
     let mut out = String::new();
     let mut outcomes = Vec::new();
@@ -177,7 +177,7 @@ fn inject_document(
     index: usize,
     default_namespace: &str,
     settings: &Settings,
-) -> Result<Outcome, InjectError> {
+) -> Result<DocumentResult, InjectError> {
     let text = |p: &str| {
         doc.pointer(p)
             .and_then(Value::as_str)
@@ -195,7 +195,7 @@ fn inject_document(
         message,
     };
     let Some(pointer) = template_pointer(&api_version, &kind) else {
-        return Ok(Outcome {
+        return Ok(DocumentResult {
             kind,
             name,
             result: None,
@@ -233,7 +233,7 @@ fn inject_document(
             None => reason.to_string(),
         },
     };
-    Ok(Outcome {
+    Ok(DocumentResult {
         kind,
         name,
         result: Some(result),

@@ -375,4 +375,61 @@ mod tests {
         assert!(!p.matches(&[Expression::Exists("x".into())]));
         assert!(p.matches(&[Expression::NotEqual("app".into(), "api".into())]));
     }
+
+    /// The engine gives the same answers from the cache entry as from the full pod.
+    #[test]
+    fn the_engine_reads_a_cache_entry_like_the_pod() {
+        use std::sync::Arc as StdArc;
+
+        use k8s_openapi::api::core::v1::Pod;
+
+        use crate::config::Config;
+        use crate::engine::{decide_attach, decide_sidecar, AttachSubject, Decision, Settings};
+
+        let settings = Settings::new(StdArc::new(Config::default()), "whisperer-system");
+        for fixture in [
+            "review-pod-optin.json",
+            "review-pod-opted-out.json",
+            "review-pod-no-annotations.json",
+            "review-pod-host-network.json",
+            "review-job-pod.json",
+            "review-pod-hostaliases-init.json",
+        ] {
+            let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(path).expect("fixture");
+            let review: serde_json::Value = serde_json::from_str(&text).expect("json");
+            let mut object = review["request"]["object"].clone();
+            object["metadata"]["namespace"] = serde_json::json!("team-a");
+            object["metadata"]["uid"] = serde_json::json!("uid-1");
+            object["status"] = serde_json::json!({ "phase": "Running" });
+            let pod: Pod = serde_json::from_value(object.clone()).expect("pod");
+            let view: PodView = serde_json::from_value(object).expect("view");
+            let info = PodInfo::new(&view);
+
+            let subject = AttachSubject {
+                attachment: "cap",
+                attachment_uid: "uid-cap",
+                profile: None,
+                target_container: None,
+                deadline: Some("2030-01-01T00:00:00Z"),
+                expired: false,
+                generation: 1,
+                extra_env: &[],
+            };
+            assert_eq!(
+                decide_attach(&info, &subject, &settings),
+                decide_attach(&pod, &subject, &settings),
+                "{fixture}: attach"
+            );
+            let kind = |d: &Decision| match d {
+                Decision::Inject(plan) => format!("inject {}", plan.marker),
+                Decision::Skip { reason, .. } => format!("skip {reason}"),
+            };
+            assert_eq!(
+                kind(&decide_sidecar(&info, "team-a", None, &settings)),
+                kind(&decide_sidecar(&pod, "team-a", None, &settings)),
+                "{fixture}: sidecar"
+            );
+        }
+    }
 }

@@ -86,3 +86,140 @@ pub fn attachments_targeting(
         .map(|a| ObjectRef::from_obj(&**a))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::reflector::store;
+
+    use super::*;
+    use crate::reconciler::crd::{AttachmentSpec, AttachmentStatus, PodAttachment, PodState};
+    use crate::reconciler::crd::{TargetKind, TargetRef};
+    use crate::reconciler::watch::{ContainerView, PodView};
+
+    fn owners() -> Owners {
+        Owners {
+            replicasets: store::<PartialObjectMeta<ReplicaSet>>().0,
+            jobs: store::<PartialObjectMeta<Job>>().0,
+        }
+    }
+
+    fn selecting(name: &str, ns: &str, app: &str) -> Arc<Attachment> {
+        let mut a = Attachment::new(
+            name,
+            AttachmentSpec {
+                target: None,
+                selector: Some(LabelSelector {
+                    match_labels: Some([("app".to_string(), app.to_string())].into()),
+                    ..Default::default()
+                }),
+                profile: None,
+                container: None,
+                ttl: None,
+            },
+        );
+        a.metadata.namespace = Some(ns.into());
+        Arc::new(a)
+    }
+
+    fn pod(ns: &str, app: &str, ephemeral: &[&str]) -> Arc<PodInfo> {
+        let mut v = PodView::default();
+        v.metadata.name = Some("p".into());
+        v.metadata.namespace = Some(ns.into());
+        v.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        v.spec.ephemeral_containers = ephemeral
+            .iter()
+            .map(|n| ContainerView {
+                name: n.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        Arc::new(PodInfo::new(&v))
+    }
+
+    fn woken(atts: &[Arc<Attachment>], change: &Change) -> Vec<String> {
+        let mut names: Vec<String> = attachments_for_pod(atts, &owners(), change, 3)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_pod_wakes_the_attachments_that_select_it_and_can_see_the_change() {
+        let atts = [
+            selecting("web-cap", "a", "web"),
+            selecting("api-cap", "a", "api"),
+            selecting("other-ns", "b", "web"),
+        ];
+        let new = Change {
+            old: None,
+            new: pod("a", "web", &[]),
+            deleted: false,
+        };
+        assert_eq!(woken(&atts, &new), ["web-cap"]);
+        // Only another Attachment's Whisperer arrived: nobody selecting the pod cares.
+        let other = Change {
+            old: Some(pod("a", "web", &[])),
+            new: pod("a", "web", &["whisperer-api-cap"]),
+            deleted: false,
+        };
+        assert!(woken(&atts, &other).is_empty());
+        let ours = Change {
+            old: Some(pod("a", "web", &[])),
+            new: pod("a", "web", &["whisperer-web-cap-2"]),
+            deleted: false,
+        };
+        assert_eq!(woken(&atts, &ours), ["web-cap"]);
+    }
+
+    #[test]
+    fn a_pod_that_left_wakes_the_attachment_listing_it() {
+        let mut listing = (*selecting("api-cap", "a", "api")).clone();
+        listing.status = Some(AttachmentStatus {
+            pods: vec![PodAttachment {
+                pod: "p".into(),
+                container: None,
+                generation: None,
+                state: PodState::Attached,
+                reason: None,
+                message: None,
+                time: None,
+            }],
+            ..Default::default()
+        });
+        let relabelled = Change {
+            old: Some(pod("a", "api", &[])),
+            new: pod("a", "web", &[]),
+            deleted: false,
+        };
+        assert_eq!(woken(&[Arc::new(listing)], &relabelled), ["api-cap"]);
+    }
+
+    #[test]
+    fn owners_wake_the_attachments_targeting_them() {
+        let mut dep = Attachment::new(
+            "d",
+            AttachmentSpec {
+                target: Some(TargetRef {
+                    kind: TargetKind::Deployment,
+                    name: "web".into(),
+                }),
+                selector: None,
+                profile: None,
+                container: None,
+                ttl: None,
+            },
+        );
+        dep.metadata.namespace = Some("a".into());
+        let atts = [Arc::new(dep), selecting("s", "a", "web")];
+        let hit = attachments_targeting(&atts, "a", "Deployment", "web");
+        assert_eq!(hit.len(), 1);
+        assert!(attachments_targeting(&atts, "b", "Deployment", "web").is_empty());
+        assert!(attachments_targeting(&atts, "a", "CronJob", "web").is_empty());
+    }
+}
