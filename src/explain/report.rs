@@ -274,7 +274,7 @@ pub fn explain(f: &Facts, settings: &Settings) -> Report {
     }
     if let Some(failed) = steps
         .iter()
-        .find(|s| !s.passed && !(f.live && s.rule == Rule::Marker))
+        .find(|s| !(s.passed || f.live && s.rule == Rule::Marker))
     {
         if fix.is_none() {
             fix = fix_for(failed.rule, reason_of(&decision), f);
