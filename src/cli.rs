@@ -37,6 +37,8 @@ pub enum Command {
     Inject(InjectArgs),
     /// Why a pod is or is not injected, rule by rule, and the command that fixes it.
     Explain(crate::explain::ExplainArgs),
+    /// Whether the API server really calls the webhook (dry-run pod), caBundle, endpoints.
+    Check(crate::check::CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]

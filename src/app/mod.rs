@@ -34,11 +34,8 @@ pub enum AppError {
     Dns(#[from] crate::dns::DnsError),
     #[error("cannot reach Kubernetes (needed by --reconciler on / --dns on / --pod-security-check on): {0}")]
     Kube(#[from] kube::Error),
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: String,
-        source: kube::config::KubeconfigError,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::kubeclient::ClientError),
     #[error(transparent)]
     Reconciler(crate::reconciler::ReconcilerError),
     #[error(transparent)]
@@ -96,7 +93,7 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppErr
     }
     // A kubeconfig the user named must work; only the implicit search may come up empty.
     if let Some(path) = &args.kubeconfig {
-        return kubeconfig_client(path).await.map(Some);
+        return Ok(Some(crate::kubeclient::client(Some(path)).await?));
     }
     match kube::Client::try_default().await {
         Ok(c) => Ok(Some(c)),
@@ -106,18 +103,6 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppErr
             Ok(None)
         }
     }
-}
-
-async fn kubeconfig_client(path: &std::path::Path) -> Result<kube::Client, AppError> {
-    let bad = |source| AppError::Kubeconfig {
-        path: path.display().to_string(),
-        source,
-    };
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(bad)?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// `major.minor` of the API server (`"29+"` minors as managed clusters report them); `None`
