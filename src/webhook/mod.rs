@@ -1,7 +1,9 @@
-//! The HTTPS admission server: an axum router around the pure engine and renderer.
+//! The HTTPS admission server: an axum router around the pure engine and renderer, its
+//! limits, and the plain-HTTP admin listener (`/metrics`).
 
 mod answer;
 mod error;
+mod flags;
 mod handler;
 mod pod_shape;
 mod review;
@@ -9,6 +11,7 @@ pub(crate) mod server;
 
 pub use answer::answer;
 pub use error::{json_error, ReviewError};
-pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
+pub use flags::{parse_bytes, LimitArgs};
+pub use handler::{admin_router, router, ReviewLimits, SharedSettings, WebhookState, MAX_BODY_BYTES};
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
-pub use server::{serve, ServeError, ServerOptions};
+pub use server::{serve, ConnLimits, ServeError, ServerOptions};
