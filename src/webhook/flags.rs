@@ -71,7 +71,11 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?} in {s:?}: use KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use KiB, MiB or GiB"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))

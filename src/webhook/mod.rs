@@ -12,6 +12,8 @@ pub(crate) mod server;
 pub use answer::answer;
 pub use error::{json_error, ReviewError};
 pub use flags::{parse_bytes, LimitArgs};
-pub use handler::{admin_router, router, ReviewLimits, SharedSettings, WebhookState, MAX_BODY_BYTES};
+pub use handler::{
+    admin_router, router, ReviewLimits, SharedSettings, WebhookState, MAX_BODY_BYTES,
+};
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ConnLimits, ServeError, ServerOptions};

@@ -222,7 +222,11 @@ pub async fn serve(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             metrics.over_limit.inc();
             if !at_limit {
-                tracing::warn!(?kind, limit = opts.limits.max_connections, "connection limit reached: closing new connections");
+                tracing::warn!(
+                    ?kind,
+                    limit = opts.limits.max_connections,
+                    "connection limit reached: closing new connections"
+                );
                 at_limit = true;
             }
             drop(tcp);
@@ -261,7 +265,10 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!(?kind, "drain timeout reached; closing remaining connections");
+        tracing::warn!(
+            ?kind,
+            "drain timeout reached; closing remaining connections"
+        );
         conns.abort_all();
     }
 }
@@ -290,8 +297,7 @@ async fn connection(
     let (stream, builder, track_heads) = match acceptor {
         Some(acceptor) => {
             let deadline = tokio::time::Instant::from_std(accepted.at + limits.header_timeout);
-            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(accepted.tcp)).await
-            {
+            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(accepted.tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -422,7 +428,8 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.head_ms.store(NO_HEAD, Ordering::Relaxed);
-        self.last_ms.store(self.ms(Instant::now()), Ordering::Relaxed);
+        self.last_ms
+            .store(self.ms(Instant::now()), Ordering::Relaxed);
         InRequest(self.clone())
     }
 
@@ -492,8 +499,7 @@ impl AsyncRead for Watched {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
         };
-        if this.track_heads && matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before
-        {
+        if this.track_heads && matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.bytes_read();
         }
         res
