@@ -90,7 +90,9 @@ mod tests {
         assert_eq!(parse_bytes("524288"), Ok(524_288));
         assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
         assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
-        assert!(parse_bytes("16MB").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("16MB")
+            .expect_err("MB is not a unit")
+            .contains("unknown unit"));
         assert!(parse_bytes("lots").is_err());
     }
 }
