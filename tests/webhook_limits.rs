@@ -398,8 +398,9 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     running.shutdown().await;
 }
 
-/// HTTP/2 frames written by hand: a client that opens streams and resets them at once.
-mod rapid_reset {
+/// HTTP/2 frames written by hand: a client that opens streams and resets them at once, or
+/// that never answers a PING.
+mod h2_raw {
     pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
     fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
@@ -411,15 +412,28 @@ mod rapid_reset {
         out.extend_from_slice(payload);
     }
 
-    /// Preface, empty SETTINGS, then `streams` pairs of HEADERS (GET /healthz) + RST_STREAM.
-    pub fn burst(streams: u32) -> Vec<u8> {
+    /// Preface, empty SETTINGS and one `GET /healthz` on stream 1.
+    pub fn one_request() -> Vec<u8> {
         let mut out = PREFACE.to_vec();
         frame(&mut out, 0x4, 0, 0, &[]);
-        // HPACK: :method GET (static 2), :scheme https (7), :path literal, :authority literal.
+        frame(&mut out, 0x1, 0x4 | 0x1, 1, &healthz());
+        out
+    }
+
+    /// HPACK: :method GET (static 2), :scheme https (7), :path and :authority literals.
+    fn healthz() -> Vec<u8> {
         let mut block = vec![0x82, 0x87, 0x04, 8];
         block.extend_from_slice(b"/healthz");
         block.extend_from_slice(&[0x01, 9]);
         block.extend_from_slice(b"localhost");
+        block
+    }
+
+    /// Preface, empty SETTINGS, then `streams` pairs of HEADERS (GET /healthz) + RST_STREAM.
+    pub fn burst(streams: u32) -> Vec<u8> {
+        let mut out = PREFACE.to_vec();
+        frame(&mut out, 0x4, 0, 0, &[]);
+        let block = healthz();
         for i in 0..streams {
             let id = 1 + 2 * i;
             frame(&mut out, 0x1, 0x4 | 0x1, id, &block); // END_HEADERS | END_STREAM
@@ -428,19 +442,28 @@ mod rapid_reset {
         out
     }
 
+    /// Whether `bytes` hold a PING from the server (not an ACK).
+    pub fn has_ping(bytes: &[u8]) -> bool {
+        frames(bytes).any(|(kind, flags, _)| kind == 0x6 && flags & 0x1 == 0)
+    }
+
+    fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let h = bytes.get(at..at + 9)?;
+            let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+            let body = bytes.get(at + 9..at + 9 + len)?;
+            at += 9 + len;
+            Some((h[3], h[4], body))
+        })
+    }
+
     /// The error code of the first GOAWAY in `bytes` (server frames after its preface).
     pub fn goaway(bytes: &[u8]) -> Option<u32> {
-        let mut at = 0;
-        while at + 9 <= bytes.len() {
-            let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
-            let kind = bytes[at + 3];
-            let body = bytes.get(at + 9..at + 9 + len)?;
-            if kind == 0x7 && body.len() >= 8 {
-                return Some(u32::from_be_bytes([body[4], body[5], body[6], body[7]]));
-            }
-            at += 9 + len;
-        }
-        None
+        frames(bytes).find_map(|(kind, _, body)| {
+            (kind == 0x7 && body.len() >= 8)
+                .then(|| u32::from_be_bytes([body[4], body[5], body[6], body[7]]))
+        })
     }
 }
 
@@ -473,11 +496,11 @@ async fn http2_rapid_reset_is_cut_off_and_others_are_served() {
         attackers.push(tokio::spawn(async move {
             let mut tls = https::raw_tls(addr, &ca, "h2").await;
             // Written without reading; the server may close before all of it is taken.
-            let burst = rapid_reset::burst(5_000);
+            let burst = h2_raw::burst(5_000);
             let _ = tls.write_all(&burst).await;
             let _ = tls.flush().await;
             let (_, read) = closed_within(&mut tls, Duration::from_secs(20)).await;
-            rapid_reset::goaway(&read)
+            h2_raw::goaway(&read)
         }));
     }
     for a in attackers {
@@ -490,6 +513,28 @@ async fn http2_rapid_reset_is_cut_off_and_others_are_served() {
         worst < Duration::from_secs(1),
         "healthy reviews answered during the attack; slowest {worst:?}"
     );
+    still_answers(&running, &ca).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
+    let (running, ca) = https::started(&[
+        "--h2-keepalive-interval",
+        "200ms",
+        "--h2-keepalive-timeout",
+        "300ms",
+        "--idle-timeout",
+        "60s",
+    ])
+    .await;
+    // Speaks HTTP/2 by hand, gets its answer, then never acknowledges a PING: only the
+    // keep-alive can find it out (the idle timeout is a minute away).
+    let mut tls = https::raw_tls(running.addr, &ca, "h2").await;
+    tls.write_all(&h2_raw::one_request()).await.expect("write");
+    let (took, read) = closed_within(&mut tls, Duration::from_secs(10)).await;
+    assert!(h2_raw::has_ping(&read), "the server pinged");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     still_answers(&running, &ca).await;
     running.shutdown().await;
 }
