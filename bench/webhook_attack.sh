@@ -20,6 +20,7 @@ ATTACKERS=${ATTACKERS:-64}
 DURATION=${DURATION:-20}
 RATE=${RATE:-100}
 BIN=${BIN:-target/release/whisperer-injector}
+SERVER_FLAGS=${SERVER_FLAGS:-}   # e.g. "--max-buffered-body-bytes 8MiB"; default limits otherwise
 out=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$out"' EXIT
@@ -50,7 +51,7 @@ PY
 
 # taskset execs the server, so $! is the server itself.
 taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" \
-  --reconciler off --dns off --log warn >/dev/null 2>"$out/server.log" &
+  --reconciler off --dns off --log warn $SERVER_FLAGS >/dev/null 2>"$out/server.log" &
 server=$!
 for _ in $(seq 100); do
   (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break

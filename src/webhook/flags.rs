@@ -10,15 +10,16 @@ use super::server::{ConnLimits, ServerOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
-    /// Open connections on the HTTPS port; one more is closed right after accept.
-    #[arg(long, default_value_t = 4096)]
+    /// Open connections on the HTTPS port; one more is closed right after accept. An idle
+    /// connection costs about 30 KB, so the default stays within the 128Mi limit.
+    #[arg(long, default_value_t = 2500)]
     pub max_connections: usize,
     /// `POST /mutate` requests answered at once; more get 503 before their body is read.
     #[arg(long, default_value_t = 32)]
     pub max_concurrent_reviews: usize,
     /// Bytes of admission request bodies held in memory at once (all requests together);
     /// a request that would pass it gets 503. Accepts KiB/MiB suffixes.
-    #[arg(long, default_value = "16MiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "8MiB", value_parser = parse_bytes)]
     pub max_buffered_body_bytes: usize,
     /// TLS handshake plus a complete request head must arrive this long after connecting;
     /// on HTTP/1.1 a later request head this long after its first byte.

@@ -45,7 +45,7 @@ impl Default for ReviewLimits {
     fn default() -> Self {
         ReviewLimits {
             max_concurrent: 32,
-            max_buffered_bytes: 16 * 1024 * 1024,
+            max_buffered_bytes: 8 * 1024 * 1024,
         }
     }
 }

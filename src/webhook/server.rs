@@ -61,7 +61,7 @@ pub struct ConnLimits {
 impl Default for ConnLimits {
     fn default() -> Self {
         ConnLimits {
-            max_connections: 4096,
+            max_connections: 2500,
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
             h2_keepalive_interval: Duration::from_secs(20),
