@@ -105,6 +105,13 @@ pub struct Profile {
     /// Empty: any namespace the global policy allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_namespaces: Vec<String>,
+    /// Capture pods that share the node's network, PID or IPC namespace. Off: such a
+    /// Whisperer would record the node's traffic, not the workload's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_host_namespaces: bool,
+    /// Let Attachments capture pods annotated `whisperer.dev/inject: "false"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach_to_opted_out: bool,
 }
 
 impl Profile {
@@ -115,19 +122,38 @@ impl Profile {
     }
 }
 
+/// User and group the agent image runs as (distroless `nonroot`).
+pub const AGENT_UID: i64 = 65532;
+
+/// The least privilege with which the agent still captures (see the shipped ConfigMap for
+/// the reason behind each field): NET_RAW alone, held by the agent binary as a file
+/// capability so it runs as non-root. `allowPrivilegeEscalation` is left unset on purpose:
+/// `false` sets no_new_privs, under which the kernel ignores file capabilities.
+pub fn hardened_security_context() -> SecurityContext {
+    SecurityContext {
+        capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+            add: Some(vec!["NET_RAW".into()]),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        run_as_non_root: Some(true),
+        run_as_user: Some(AGENT_UID),
+        run_as_group: Some(AGENT_UID),
+        read_only_root_filesystem: Some(true),
+        seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
 impl Default for Config {
     /// The built-in profile: lets `serve` run on a fresh machine with no file at all.
     fn default() -> Self {
         let profile = Profile {
             image: DEFAULT_IMAGE.to_string(),
             args: vec!["--interface".into(), "any".into()],
-            security_context: Some(SecurityContext {
-                capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
-                    add: Some(vec!["NET_RAW".into(), "NET_ADMIN".into()]),
-                    drop: Some(vec!["ALL".into()]),
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(hardened_security_context()),
             max_ttl_text: Some("24h".into()),
             max_ttl: Some(Duration::from_secs(24 * 3600)),
             ..Default::default()
@@ -233,6 +259,12 @@ impl Config {
                     ));
                 }
             }
+            if p.security_context.as_ref().and_then(|c| c.run_as_non_root) == Some(false) {
+                return Err(invalid(
+                    at("securityContext.runAsNonRoot"),
+                    "must not be false: it would override a pod that asked for non-root; leave it unset or true",
+                ));
+            }
             for (i, e) in p.env.iter().enumerate() {
                 if e.name.is_empty() {
                     return Err(invalid(at(&format!("env[{i}].name")), "must not be empty"));
@@ -310,7 +342,7 @@ profiles:
     args: ["--interface", "any"]
     env: [{name: WHISPERER_LOG, value: info}]
     resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {memory: 128Mi}}
-    securityContext: {capabilities: {add: [NET_RAW, NET_ADMIN], drop: [ALL]}}
+    securityContext: {capabilities: {add: [NET_RAW], drop: [ALL]}}
     volumeMounts: [{name: whisperer-captures, mountPath: /captures}]
     volumes: [{name: whisperer-captures, emptyDir: {sizeLimit: 256Mi}}]
     hostAliases: [{ip: 10.96.0.50, hostnames: [collector.whisperer-system]}]
@@ -364,6 +396,10 @@ profiles:
                 "profiles.deep.containerName",
             ),
             (FULL.replace("maxTtl: 24h", "maxTtl: soon"), "maxTtl"),
+            (
+                FULL.replace("drop: [ALL]}", "drop: [ALL]}, runAsNonRoot: false"),
+                "profiles.default.securityContext.runAsNonRoot",
+            ),
             (
                 FULL.replace("sidecarMode: auto", "sidecarMod: auto"),
                 "sidecarMod",

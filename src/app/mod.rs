@@ -32,8 +32,13 @@ pub enum AppError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
-    #[error("cannot reach Kubernetes (needed by --reconciler on / --dns on): {0}")]
+    #[error("cannot reach Kubernetes (needed by --reconciler on / --dns on / --pod-security-check on): {0}")]
     Kube(#[from] kube::Error),
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
     #[error(transparent)]
     Reconciler(crate::reconciler::ReconcilerError),
     #[error(transparent)]
@@ -88,9 +93,13 @@ pub(crate) fn settings_for(cfg: Config, args: &ServeArgs) -> Settings {
 
 /// Cluster credentials for the components that watch the API, per their toggles.
 async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppError> {
-    let toggles = [args.reconciler, args.dns];
+    let toggles = [args.reconciler, args.dns, args.pod_security_check];
     if toggles.iter().all(|t| *t == Toggle::Off) {
         return Ok(None);
+    }
+    // A kubeconfig the user named must work; only the implicit search may come up empty.
+    if let Some(path) = &args.kubeconfig {
+        return kubeconfig_client(path).await.map(Some);
     }
     match kube::Client::try_default().await {
         Ok(c) => Ok(Some(c)),
@@ -100,6 +109,18 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppErr
             Ok(None)
         }
     }
+}
+
+async fn kubeconfig_client(path: &std::path::Path) -> Result<kube::Client, AppError> {
+    let bad = |source| AppError::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(bad)?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn wanted(toggle: Toggle, client: &Option<kube::Client>) -> Option<kube::Client> {
@@ -178,10 +199,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
 
     let mut reconciler_handle = None;
     let mut control = None;
+    let mut token_keys = None;
     if let Some(client) = wanted(args.reconciler, &client) {
-        let key = reconciler::token_key(args)?;
+        let (keys, key_bytes) = reconciler::token_keys(args)?;
+        token_keys = key_bytes.map(|b| (keys.clone(), b));
         if let Some((handle, state)) =
-            reconciler::start(args, client, settings.clone(), &mut registry, key).await?
+            reconciler::start(args, client, settings.clone(), &mut registry, keys).await?
         {
             components.push("reconciler".into());
             sources.push(handle.status_source());
@@ -197,6 +220,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         registry,
         args.limits.review_limits(),
     );
+    if let Some(client) = wanted(args.pod_security_check, &client) {
+        background.push(state.pod_security.watch(client));
+        components.push("pod-security".into());
+    }
     if let Some(t) = cert_expiry {
         state.metrics.cert_expiry.set(t);
     }
@@ -208,6 +235,15 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
             state.clone(),
             args.reload_interval,
             tls_bytes,
+        ));
+    }
+    if let (Some(dir), Some((keys, bytes))) = (&args.agent_token_keys, token_keys) {
+        background.push(reload::token_keys(
+            dir.clone(),
+            keys,
+            state.clone(),
+            args.reload_interval,
+            bytes,
         ));
     }
     if let (Some(path), Some(bytes)) = (&args.config, config_bytes) {

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
 use crate::config::Config;
+use crate::control::{KeyPair, TokenKeys};
 use crate::metrics::ReloadKind;
 use crate::tls::{self, SwappableCert};
 use crate::webhook::WebhookState;
@@ -84,6 +85,34 @@ pub fn config(
                     state.metrics.reload(ReloadKind::config, false);
                     tracing::error!(error = %e, "new config rejected; the last good config stays in force");
                 }
+            }
+        },
+    ))
+}
+
+/// The agent token keys: a new pair is swapped in whole; a bad one (a key too short, a
+/// half-written Secret) is counted and the pair in force stays.
+pub fn token_keys(
+    dir: PathBuf,
+    keys: TokenKeys,
+    state: Arc<WebhookState>,
+    interval: Duration,
+    loaded: Vec<Vec<u8>>,
+) -> JoinHandle<()> {
+    tokio::spawn(crate::reload::watch_files_allow_missing(
+        KeyPair::files(&dir).to_vec(),
+        interval,
+        loaded,
+        move |files| match KeyPair::parse(&dir, &files[0], &files[1]) {
+            Ok(pair) => {
+                let has_previous = pair.previous.is_some();
+                keys.swap(pair);
+                state.metrics.reload(ReloadKind::agent_token_keys, true);
+                tracing::info!(dir = %dir.display(), has_previous, "agent token keys reloaded");
+            }
+            Err(e) => {
+                state.metrics.reload(ReloadKind::agent_token_keys, false);
+                tracing::error!(error = %e, "new agent token keys rejected; the keys in force stay");
             }
         },
     ))

@@ -7,6 +7,8 @@
 mod admission;
 mod attach;
 mod plan;
+pub mod pod_security;
+pub mod policy;
 mod skip;
 
 pub use admission::{decide_admission, AdmissionSubject};
@@ -32,6 +34,8 @@ pub const ENV_PROFILE: &str = "WHISPERER_PROFILE";
 pub const ENV_DNS_SERVER: &str = "WHISPERER_DNS_SERVER";
 pub const ENV_ATTACHMENT: &str = "WHISPERER_ATTACHMENT";
 pub const ENV_DEADLINE: &str = "WHISPERER_DEADLINE";
+/// The attachment's uid: a found ephemeral Whisperer counts only when it carries this.
+pub const ENV_ATTACHMENT_UID: &str = "WHISPERER_ATTACHMENT_UID";
 
 /// Everything the engine needs besides the pod, prepared once per config load so the hot
 /// path does no allocation for policy.

@@ -16,10 +16,14 @@ pub enum SkipReason {
     PodNotRunning,
     TargetContainerMissing,
     Expired,
+    /// The pod shares the node's network, PID or IPC namespace (`hostNetwork` ...).
+    HostNamespaces,
+    /// The added container would break the namespace's Pod Security `enforce` level.
+    PodSecurity,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 14] = [
+    pub const ALL: [SkipReason; 16] = [
         SkipReason::NotCreate,
         SkipReason::NotAPod,
         SkipReason::NamespaceDenied,
@@ -34,6 +38,8 @@ impl SkipReason {
         SkipReason::PodNotRunning,
         SkipReason::TargetContainerMissing,
         SkipReason::Expired,
+        SkipReason::HostNamespaces,
+        SkipReason::PodSecurity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,7 +58,23 @@ impl SkipReason {
             SkipReason::PodNotRunning => "pod-not-running",
             SkipReason::TargetContainerMissing => "target-container-missing",
             SkipReason::Expired => "expired",
+            SkipReason::HostNamespaces => "host-namespaces",
+            SkipReason::PodSecurity => "pod-security",
         }
+    }
+
+    /// The CamelCase form, for condition reasons and Events (`namespace-denied` ->
+    /// `NamespaceDenied`).
+    pub fn condition_reason(self) -> String {
+        self.as_str()
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 }
 

@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use super::error::ReviewError;
+use super::namespaces::PodSecurityLevels;
 use super::pod_shape::parse_admitted_pod;
 use super::review::{nesting_exceeds, ResponseOut, ReviewIn, API_VERSION, MAX_NESTING};
 use crate::engine::{decide_admission, AdmissionSubject, Decision, Settings};
@@ -11,7 +12,11 @@ use crate::metrics::{Outcome, RequestLabels};
 use crate::render::json_patch;
 
 /// The response body for a request body, with the metric labels it counts under.
-pub fn answer(bytes: &[u8], settings: &Settings) -> Result<(RequestLabels, Vec<u8>), ReviewError> {
+pub fn answer(
+    bytes: &[u8],
+    settings: &Settings,
+    pod_security: &PodSecurityLevels,
+) -> Result<(RequestLabels, Vec<u8>), ReviewError> {
     if nesting_exceeds(bytes, MAX_NESTING) {
         return Err(ReviewError::Json(format!(
             "nesting deeper than {MAX_NESTING} levels"
@@ -52,6 +57,7 @@ pub fn answer(bytes: &[u8], settings: &Settings) -> Result<(RequestLabels, Vec<u
         sub_resource: req.sub_resource.as_deref(),
         namespace: &req.namespace,
         pod: pod.as_ref(),
+        pod_security: pod_security.enforce(&req.namespace),
     };
     let decision = decide_admission(&subject, settings);
     let mut out = ResponseOut::allow(uid);

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::answer::answer;
 use super::error::{json_error, ReviewError};
+use super::namespaces::PodSecurityLevels;
 use crate::engine::Settings;
 use crate::metrics::{InFlight, Outcome, RequestLabels, WebhookMetrics};
 
@@ -66,6 +67,8 @@ pub struct WebhookState {
     pub registry: Arc<Registry>,
     /// False until the server can answer and again once shutdown starts.
     pub ready: AtomicBool,
+    /// Filled by a namespace watch when the server has cluster credentials.
+    pub pod_security: PodSecurityLevels,
     gates: Gates,
 }
 
@@ -81,6 +84,7 @@ impl WebhookState {
             metrics,
             registry,
             ready: AtomicBool::new(false),
+            pod_security: PodSecurityLevels::default(),
             gates: Gates {
                 limits,
                 slots: Semaphore::new(limits.max_concurrent),
@@ -221,7 +225,7 @@ async fn review(
     buf.read(body, declared).await?;
     let settings = st.settings.load();
     // The body stays charged to the budget while it is parsed.
-    answer(&buf.bytes, &settings)
+    answer(&buf.bytes, &settings, &st.pod_security)
 }
 
 /// A request body read into one buffer whose capacity is charged to the byte budget before

@@ -5,6 +5,7 @@ mod answer;
 mod error;
 mod flags;
 mod handler;
+mod namespaces;
 mod pod_shape;
 mod review;
 pub(crate) mod server;
@@ -15,5 +16,6 @@ pub use flags::{parse_bytes, LimitArgs};
 pub use handler::{
     admin_router, router, ReviewLimits, SharedSettings, WebhookState, MAX_BODY_BYTES,
 };
+pub use namespaces::PodSecurityLevels;
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ConnLimits, ServeError, ServerOptions};

@@ -129,6 +129,7 @@ mod tests {
                     sub_resource: None,
                     namespace: "team-a",
                     pod: Some(pod),
+                    pod_security: None,
                 };
                 match decide_admission(&subject, &settings) {
                     crate::engine::Decision::Inject(plan) => {
