@@ -13,6 +13,12 @@ use k8s_openapi::api::core::v1::{
 };
 use serde::{Deserialize, Serialize};
 
+fn default_batch_owner_kinds() -> Vec<String> {
+    ["Job.batch", "Workflow.argoproj.io", "TaskRun.tekton.dev"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// Namespaces the injector never touches, whatever their labels say.
 pub const ALWAYS_DENIED: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
@@ -45,6 +51,11 @@ pub struct Config {
     pub default_profile: String,
     #[serde(default)]
     pub namespaces: NamespacePolicy,
+    /// Owners whose pods run to completion, as `Kind.group` (`Job.batch`,
+    /// `Workflow.argoproj.io`): `sidecarMode: auto` gives their pods the native sidecar, so a
+    /// classic sidecar does not keep them from finishing.
+    #[serde(default = "default_batch_owner_kinds")]
+    pub batch_owner_kinds: Vec<String>,
     pub profiles: BTreeMap<String, Profile>,
 }
 
@@ -112,6 +123,40 @@ pub struct Profile {
     /// Let Attachments capture pods annotated `whisperer.dev/inject: "false"`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attach_to_opted_out: bool,
+    /// What a pod may tune by annotation (`whisperer.dev/cpu`, `/memory`, `/filter`).
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    pub overrides: Overrides,
+}
+
+/// Per-pod overrides a profile allows; absent: the annotation is refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Overrides {
+    /// Range for `whisperer.dev/cpu` (the container's CPU request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<QuantityRange>,
+    /// Range for `whisperer.dev/memory` (request and limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<QuantityRange>,
+    /// Allow `whisperer.dev/filter` (a capture filter passed as `--filter`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub filter: bool,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self == &Overrides::default()
+    }
+}
+
+/// Inclusive bounds, as Kubernetes quantities (`100m`, `64Mi`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuantityRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
 }
 
 impl Profile {
@@ -161,6 +206,7 @@ impl Default for Config {
         Config {
             default_profile: "default".into(),
             namespaces: NamespacePolicy::default(),
+            batch_owner_kinds: default_batch_owner_kinds(),
             profiles: BTreeMap::from([("default".to_string(), profile)]),
         }
     }
@@ -220,6 +266,17 @@ impl Config {
             field,
             message: message.to_string(),
         };
+        for (i, k) in self.batch_owner_kinds.iter().enumerate() {
+            if !k
+                .split_once('.')
+                .is_some_and(|(kind, group)| !kind.is_empty() && !group.is_empty())
+            {
+                return Err(invalid(
+                    format!("batchOwnerKinds[{i}]"),
+                    &format!("{k:?} must be Kind.group, like Job.batch or Workflow.argoproj.io"),
+                ));
+            }
+        }
         if !self.profiles.contains_key(&self.default_profile) {
             return Err(invalid(
                 "defaultProfile".into(),
@@ -264,6 +321,19 @@ impl Config {
                     at("securityContext.runAsNonRoot"),
                     "must not be false: it would override a pod that asked for non-root; leave it unset or true",
                 ));
+            }
+            for (field, range) in [("cpu", &p.overrides.cpu), ("memory", &p.overrides.memory)] {
+                let Some(range) = range else { continue };
+                for (end, q) in [("min", &range.min), ("max", &range.max)] {
+                    if let Some(q) = q {
+                        if crate::engine::overrides::quantity_value(q).is_none() {
+                            return Err(invalid(
+                                at(&format!("overrides.{field}.{end}")),
+                                &format!("{q:?} is not a Kubernetes quantity (like 100m or 64Mi)"),
+                            ));
+                        }
+                    }
+                }
             }
             for (i, e) in p.env.iter().enumerate() {
                 if e.name.is_empty() {
@@ -399,6 +469,20 @@ profiles:
             (
                 FULL.replace("drop: [ALL]}", "drop: [ALL]}, runAsNonRoot: false"),
                 "profiles.default.securityContext.runAsNonRoot",
+            ),
+            (
+                FULL.replace(
+                    "maxTtl: 24h",
+                    "maxTtl: 24h\n    overrides: {cpu: {max: lots}}",
+                ),
+                "profiles.default.overrides.cpu.max",
+            ),
+            (
+                FULL.replace(
+                    "defaultProfile: default",
+                    "defaultProfile: default\nbatchOwnerKinds: [Job]",
+                ),
+                "batchOwnerKinds[0]",
             ),
             (
                 FULL.replace("sidecarMode: auto", "sidecarMod: auto"),

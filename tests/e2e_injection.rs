@@ -338,6 +338,23 @@ async fn pod_security_level_skips_injection_and_never_fails_creation() {
         &["--pod-security-check", "on", "--kubeconfig", &kubeconfig],
     )
     .await;
+    // With credentials the injector reads the API server's real version (the native-sidecar
+    // guard uses it).
+    let version = injector
+        .running
+        .as_ref()
+        .expect("running")
+        .state
+        .settings
+        .load()
+        .server_version;
+    let want: Vec<u32> = support::KUBERNETES_VERSION
+        .trim_start_matches('v')
+        .split('.')
+        .take(2)
+        .map(|n| n.parse().expect("number"))
+        .collect();
+    assert_eq!(version, Some((want[0], want[1])));
     // A pod the restricted level admits on its own.
     let mut app = pod("restricted-app", true);
     let spec = app.spec.as_mut().expect("spec");

@@ -123,6 +123,23 @@ async fn kubeconfig_client(path: &std::path::Path) -> Result<kube::Client, AppEr
     Ok(kube::Client::try_from(config)?)
 }
 
+/// `major.minor` of the API server (`"29+"` minors as managed clusters report them); `None`
+/// when it cannot be read, which the engine takes as a current server.
+async fn server_version(client: &kube::Client) -> Option<(u32, u32)> {
+    match client.apiserver_version().await {
+        Ok(info) => {
+            let num = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
+            let v = num(&info.major).zip(num(&info.minor));
+            tracing::info!(version = %info.git_version, parsed = ?v, "API server version");
+            v
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the API server version; assuming native sidecars work");
+            None
+        }
+    }
+}
+
 fn wanted(toggle: Toggle, client: &Option<kube::Client>) -> Option<kube::Client> {
     match toggle {
         Toggle::Off => None,
@@ -180,6 +197,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::new(&mut registry);
     let client = cluster_client(args).await?;
+    if let Some(client) = &client {
+        let version = server_version(client).await;
+        let mut s = (**settings.load()).clone();
+        s.server_version = version;
+        settings.store(Arc::new(s));
+    }
     let mut background = Vec::new();
     let mut components = vec!["webhook".to_string()];
     let mut sources: Vec<Arc<dyn StatusSource>> = Vec::new();

@@ -73,7 +73,10 @@ pub fn config(
             let parsed = Config::from_bytes(&files[0], &origin);
             match parsed {
                 Ok(cfg) => {
-                    let settings = Arc::new(super::settings_for(cfg, &args));
+                    let mut next = super::settings_for(cfg, &args);
+                    // Facts read from the cluster at start outlive a config reload.
+                    next.server_version = state.settings.load().server_version;
+                    let settings = Arc::new(next);
                     for listener in &listeners {
                         listener(&settings);
                     }

@@ -72,7 +72,7 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
         Ok(found) => found,
         Err(r) => return Decision::problem(r.reason, r.message),
     };
-    let decision = plan::sidecar(pod, profile_name, profile, settings.dns_server.as_deref());
+    let decision = plan::sidecar(pod, profile_name, profile, settings);
     match (&decision, subject.pod_security) {
         (Decision::Inject(plan), Some(level)) => {
             let broken = pod_security::violations(

@@ -20,10 +20,14 @@ pub enum SkipReason {
     HostNamespaces,
     /// The added container would break the namespace's Pod Security `enforce` level.
     PodSecurity,
+    /// The profile wants a native sidecar and the API server is older than 1.29.
+    NativeSidecarUnsupported,
+    /// A `whisperer.dev/cpu|memory|filter` annotation the profile does not allow.
+    OverrideRefused,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 16] = [
+    pub const ALL: [SkipReason; 18] = [
         SkipReason::NotCreate,
         SkipReason::NotAPod,
         SkipReason::NamespaceDenied,
@@ -40,6 +44,8 @@ impl SkipReason {
         SkipReason::Expired,
         SkipReason::HostNamespaces,
         SkipReason::PodSecurity,
+        SkipReason::NativeSidecarUnsupported,
+        SkipReason::OverrideRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +66,8 @@ impl SkipReason {
             SkipReason::Expired => "expired",
             SkipReason::HostNamespaces => "host-namespaces",
             SkipReason::PodSecurity => "pod-security",
+            SkipReason::NativeSidecarUnsupported => "native-sidecar-unsupported",
+            SkipReason::OverrideRefused => "override-refused",
         }
     }
 

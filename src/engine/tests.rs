@@ -841,3 +841,131 @@ fn skip_reason_names_are_unique() {
         SkipReason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(names.len(), SkipReason::ALL.len());
 }
+
+fn placement_of(d: &Decision) -> Option<Placement> {
+    match d {
+        Decision::Inject(p) => Some(p.placement),
+        Decision::Skip { .. } => None,
+    }
+}
+
+#[test]
+fn native_sidecars_follow_the_api_server_version() {
+    let job = fixture_pod("review-job-pod.json");
+    let mut old = settings();
+    old.server_version = Some((1, 28));
+    let mut current = settings();
+    current.server_version = Some((1, 29));
+    assert_eq!(
+        placement_of(&admit(&job, "team-a", "CREATE", &current)),
+        Some(Placement::NativeSidecar)
+    );
+    // auto falls back to a classic sidecar, and says what that costs.
+    let Decision::Inject(plan) = admit(&job, "team-a", "CREATE", &old) else {
+        panic!("auto still injects on 1.28")
+    };
+    assert_eq!(plan.placement, Placement::Sidecar);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("1.29")),
+        "{:?}",
+        plan.warnings
+    );
+    // native cannot be honoured: a skip with its reason, never a pod stuck in Init.
+    let native = with_annotation(job.clone(), ANNOTATION_PROFILE, "native");
+    let d = admit(&native, "team-a", "CREATE", &old);
+    assert_eq!(
+        reason(&d),
+        Some(SkipReason::NativeSidecarUnsupported),
+        "{d:?}"
+    );
+    assert_eq!(
+        placement_of(&admit(&native, "team-a", "CREATE", &current)),
+        Some(Placement::NativeSidecar)
+    );
+}
+
+#[test]
+fn batch_owner_kinds_get_the_native_sidecar() {
+    let s = settings();
+    let mut workflow = fixture_pod("review-pod-optin.json");
+    workflow.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "argoproj.io/v1alpha1".into(),
+            kind: "Workflow".into(),
+            name: "wf".into(),
+            uid: "u".into(),
+            ..Default::default()
+        },
+    ]);
+    assert_eq!(
+        placement_of(&admit(&workflow, "team-a", "CREATE", &s)),
+        Some(Placement::NativeSidecar)
+    );
+    // A same-named kind of another group is not the batch one.
+    if let Some(o) = workflow.metadata.owner_references.as_mut() {
+        o[0].api_version = "example.com/v1".into();
+    }
+    assert_eq!(
+        placement_of(&admit(&workflow, "team-a", "CREATE", &s)),
+        Some(Placement::Sidecar)
+    );
+}
+
+#[test]
+fn per_pod_overrides_are_bounded_by_the_profile_and_change_the_marker() {
+    let mut cfg = config();
+    cfg.profiles.get_mut("default").expect("default").overrides = crate::config::Overrides {
+        cpu: Some(crate::config::QuantityRange {
+            min: Some("10m".into()),
+            max: Some("500m".into()),
+        }),
+        memory: None,
+        filter: true,
+    };
+    let s = Settings::new(Arc::new(cfg), "whisperer-system");
+    let optin = fixture_pod("review-pod-optin.json");
+    let tuned = with_annotation(optin.clone(), overrides::ANNOTATION_CPU, "250m");
+    let tuned = with_annotation(tuned, overrides::ANNOTATION_FILTER, "tcp port 8080");
+    let (Decision::Inject(base), Decision::Inject(plan)) = (
+        admit(&optin, "team-a", "CREATE", &s),
+        admit(&tuned, "team-a", "CREATE", &s),
+    ) else {
+        panic!("both injected")
+    };
+    let requests = plan
+        .container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests");
+    assert_eq!(requests["cpu"].0, "250m");
+    assert!(plan
+        .container
+        .args
+        .iter()
+        .flatten()
+        .any(|a| a == "tcp port 8080"));
+    assert_ne!(base.marker, plan.marker, "the marker hash covers overrides");
+    let patched = apply(&tuned, &plan);
+    assert_eq!(whisperers(&patched), 1);
+
+    for (k, v) in [
+        (overrides::ANNOTATION_CPU, "4"),
+        (overrides::ANNOTATION_MEMORY, "1Gi"),
+    ] {
+        let d = admit(
+            &with_annotation(optin.clone(), k, v),
+            "team-a",
+            "CREATE",
+            &s,
+        );
+        let Decision::Skip {
+            reason: SkipReason::OverrideRefused,
+            detail: Some(why),
+        } = &d
+        else {
+            panic!("{k}={v}: {d:?}")
+        };
+        assert!(why.contains(k), "{why}");
+    }
+}
