@@ -35,6 +35,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Inject manifests on disk (Pods and workload pod templates) as the webhook would.
     Inject(InjectArgs),
+    /// Why a pod is or is not injected, rule by rule, and the command that fixes it.
+    Explain(crate::explain::ExplainArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -167,6 +169,37 @@ pub struct DnsArgs {
     /// Time one upstream gets to answer a forwarded query.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub dns_upstream_timeout: Duration,
+    /// Network (CIDR, IPv4 or IPv6; a bare IP is one host) whose sources are served besides
+    /// pods carrying a Whisperer, repeatable. Everyone else gets REFUSED.
+    #[arg(long = "dns-trusted-cidr", value_name = "CIDR")]
+    pub dns_trusted_cidrs: Vec<crate::dns::Cidr>,
+    /// Queries per second one source IP may send (token bucket); 0 turns the limit off.
+    #[arg(long, value_name = "QPS", default_value_t = crate::dns::DEFAULT_RATE_LIMIT.per_second)]
+    pub dns_rate_limit: u32,
+    /// Queries one source IP may send at once after being idle (the bucket's size).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::dns::DEFAULT_RATE_LIMIT.burst,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub dns_rate_burst: u32,
+    /// Forwarded queries one source IP may have in flight; beyond, REFUSED.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::dns::DEFAULT_FORWARD_QUOTA as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub dns_forward_quota: u32,
+    /// Forwarded queries in flight at once, all sources together; beyond, SERVFAIL.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::dns::DEFAULT_MAX_FORWARDS as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub dns_max_forwards: u32,
 }
 
 #[derive(Debug, Parser)]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod dns;
 pub mod engine;
+pub mod explain;
 pub mod metrics;
 pub mod offline;
 pub mod reconciler;

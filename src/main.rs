@@ -39,6 +39,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inject(args) => inject(&args),
+        Command::Explain(args) => {
+            print!("{}", whisperer_injector::explain::run(&args).await?);
+            Ok(())
+        }
         Command::Status(args) => {
             let ca = match &args.cacert {
                 Some(p) => Some(

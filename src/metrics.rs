@@ -14,6 +14,9 @@ pub enum Outcome {
     injected,
     skipped,
     rejected,
+    /// An Attachment review (src/webhook/requester.rs); `reason` says whether the requester
+    /// was recorded.
+    attachment,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

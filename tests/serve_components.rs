@@ -121,6 +121,9 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
         "on",
         "--dns-listen",
         "127.0.0.1:0",
+        // The test asks from 127.0.0.1, which is no Whisperer's pod.
+        "--dns-trusted-cidr",
+        "127.0.0.1/32",
         "--reconciler",
         "on",
         "--leader-election=false",
@@ -187,7 +190,7 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
         .iter()
         .filter_map(|c| c.as_str())
         .collect();
-    assert_eq!(components, ["webhook", "dns", "reconciler"]);
+    assert_eq!(components, ["webhook", "dns", "reconciler", "pod-security"]);
     assert!(
         report["watched"]["Pod"].as_u64().expect("pods watched") >= 1,
         "{report}"

@@ -215,9 +215,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         dns_addr = Some(addr);
         components.push("dns".into());
         sources.push(Arc::new(dns::DnsStatus(table.clone())));
-        listeners.push(Box::new(move |s: &Settings| {
-            table.set_host_aliases(&dns::all_host_aliases(s))
-        }));
+        listeners.push(Box::new(move |s: &Settings| dns::apply_settings(&table, s)));
     }
 
     let mut reconciler_handle = None;

@@ -22,6 +22,8 @@ pub enum ReviewError {
     NoUid,
     #[error("request.object is not a valid v1 Pod: {0}")]
     BadPod(String),
+    #[error("not a valid Attachment: {0}")]
+    BadAttachment(String),
     #[error("body exceeds the {0} byte limit")]
     TooLarge(usize),
     #[error("could not read the request body: {0}")]
@@ -43,6 +45,7 @@ impl ReviewError {
             ReviewError::NoRequest => "no-request",
             ReviewError::NoUid => "no-uid",
             ReviewError::BadPod(_) => "invalid-pod",
+            ReviewError::BadAttachment(_) => "invalid-attachment",
             ReviewError::TooLarge(_) => "too-large",
             ReviewError::Body(_) => "body",
             ReviewError::Overloaded(_) => "overloaded",
@@ -54,7 +57,9 @@ impl ReviewError {
         match self {
             ReviewError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ReviewError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ReviewError::BadPod(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ReviewError::BadPod(_) | ReviewError::BadAttachment(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ReviewError::Overloaded(_) | ReviewError::BodyBudget(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

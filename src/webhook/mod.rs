@@ -7,6 +7,7 @@ mod flags;
 mod handler;
 mod namespaces;
 mod pod_shape;
+mod requester;
 mod review;
 pub(crate) mod server;
 
@@ -17,5 +18,6 @@ pub use handler::{
     admin_router, router, ReviewLimits, SharedSettings, WebhookState, MAX_BODY_BYTES,
 };
 pub use namespaces::PodSecurityLevels;
+pub use requester::REQUESTED_BY;
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
 pub use server::{serve, ConnLimits, ServeError, ServerOptions};
