@@ -84,7 +84,22 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{parse_bytes, LimitArgs};
+
+    #[test]
+    fn every_limit_flag_and_admin_listen_is_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let cmd = <LimitArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        let mut flags: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert_eq!(flags.len(), 7, "{flags:?}");
+        flags.push("admin-listen");
+        for flag in flags {
+            assert!(
+                readme.contains(&format!("| `--{flag} ")),
+                "--{flag} is not in the README's flag table"
+            );
+        }
+    }
 
     #[test]
     fn byte_sizes() {
