@@ -79,6 +79,27 @@ pub struct ExplainArgs {
     pub output: String,
 }
 
+#[derive(Debug, clap::Parser)]
+#[command(name = "explain")]
+struct ExplainOnly {
+    #[command(flatten)]
+    args: ExplainArgs,
+}
+
+impl ExplainArgs {
+    /// Parses `explain` flags exactly as the CLI does (for tests and the kubectl plugin).
+    pub fn from_flags<I, T>(flags: I) -> Result<ExplainArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let argv = std::iter::once(std::ffi::OsString::from("explain"))
+            .chain(flags.into_iter().map(Into::into));
+        ExplainOnly::try_parse_from(argv).map(|e| e.args)
+    }
+}
+
 async fn client(args: &ExplainArgs) -> Result<Client, ExplainError> {
     let kube_err = |source| ExplainError::Kube {
         what: "cannot reach the cluster".into(),
