@@ -31,12 +31,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the injector: admission webhook (HTTPS), reconciler, DNS proxy.
     Serve(ServeArgs),
-    /// Print what a running injector is doing (GET /status).
+    /// Print what a running injector is doing (GET /status on the admin listener).
     Status(StatusArgs),
     /// Inject manifests on disk (Pods and workload pod templates) as the webhook would.
     Inject(InjectArgs),
     /// Why a pod is or is not injected, rule by rule, and the command that fixes it.
     Explain(crate::explain::ExplainArgs),
+    /// Whether the API server really calls the webhook (dry-run pod), caBundle, endpoints.
+    Check(crate::check::CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,8 +62,9 @@ pub struct InjectArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Base URL of the injector's HTTPS server (e.g. through `kubectl port-forward`).
-    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    /// Base URL of the injector's admin listener (e.g. through `kubectl port-forward`);
+    /// `https://` works for a TLS-terminating proxy in front of it.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
     pub url: String,
     /// CA certificate (PEM) to verify the server with; without it any certificate is accepted.
     #[arg(long)]
@@ -76,6 +79,9 @@ pub struct ServeArgs {
     /// Address the HTTPS server listens on.
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
+    /// Plain-HTTP admin address: `/metrics`, `/status` (and the probes again).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
     /// PEM certificate chain. With neither --tls-cert nor --tls-key, a self-signed
     /// certificate for localhost is generated in memory and its CA printed.
     #[arg(long, requires = "tls_key")]
@@ -133,6 +139,8 @@ pub struct ServeArgs {
     /// in-cluster service account.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: crate::webhook::LimitArgs,
     #[command(flatten)]
     pub dns_opts: DnsArgs,
     #[command(flatten)]

@@ -5,6 +5,7 @@
 //! thin layer around them.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod dns;
 pub mod engine;
 pub mod explain;
 pub mod http_error;
+pub mod kubeclient;
 pub mod metrics;
 pub mod offline;
 pub mod reconciler;

@@ -39,11 +39,8 @@ pub enum ExplainError {
     Manifest(#[from] crate::offline::InjectError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: String,
-        source: kube::config::KubeconfigError,
-    },
+    #[error(transparent)]
+    Client(#[from] crate::kubeclient::ClientError),
     #[error("{what}: {source}")]
     Kube { what: String, source: kube::Error },
     #[error("cannot render the report: {0}")]
@@ -79,23 +76,25 @@ pub struct ExplainArgs {
     pub output: String,
 }
 
-async fn client(args: &ExplainArgs) -> Result<Client, ExplainError> {
-    let kube_err = |source| ExplainError::Kube {
-        what: "cannot reach the cluster".into(),
-        source,
-    };
-    let Some(path) = &args.kubeconfig else {
-        return Client::try_default().await.map_err(kube_err);
-    };
-    let bad = |source| ExplainError::Kubeconfig {
-        path: path.display().to_string(),
-        source,
-    };
-    let kc = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .map_err(bad)?;
-    Client::try_from(config).map_err(kube_err)
+#[derive(Debug, clap::Parser)]
+#[command(name = "explain")]
+struct ExplainOnly {
+    #[command(flatten)]
+    args: ExplainArgs,
+}
+
+impl ExplainArgs {
+    /// Parses `explain` flags exactly as the CLI does (for tests and the kubectl plugin).
+    pub fn from_flags<I, T>(flags: I) -> Result<ExplainArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let argv = std::iter::once(std::ffi::OsString::from("explain"))
+            .chain(flags.into_iter().map(Into::into));
+        ExplainOnly::try_parse_from(argv).map(|e| e.args)
+    }
 }
 
 /// The config the injector runs with: `--config`, else its config map, else (unreadable)
@@ -276,7 +275,7 @@ async fn attachments(client: &Client, ns: &str, pod: &str) -> Vec<AttachmentView
 
 /// Reads the facts and explains every pod the arguments name.
 pub async fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
-    let client = client(args).await?;
+    let client = crate::kubeclient::client(args.kubeconfig.as_deref()).await?;
     let (settings, note) = settings(args, &client).await?;
     let webhook = webhook(&client).await;
     let mut facts: Vec<Facts> = Vec::new();

@@ -259,9 +259,14 @@ pub fn explain(f: &Facts, settings: &Settings) -> Report {
     // The webhook's question for this pod, asked directly: no admission request is made up.
     let decision = decide_sidecar_traced(&f.pod, &f.namespace, level, settings, &mut steps);
     for s in &steps {
-        checks.push(check(s.rule.as_str(), s.passed, s.detail.clone()));
+        // For a pod that exists, carrying the marker is the good outcome, not a failure.
+        let passed = s.passed || (f.live && s.rule == Rule::Marker);
+        checks.push(check(s.rule.as_str(), passed, s.detail.clone()));
     }
-    if let Some(failed) = steps.iter().find(|s| !s.passed) {
+    if let Some(failed) = steps
+        .iter()
+        .find(|s| !(s.passed || f.live && s.rule == Rule::Marker))
+    {
         if fix.is_none() {
             fix = fix_for(failed.rule, reason_of(&decision), f);
         }

@@ -1,4 +1,5 @@
-//! Client mistakes get a 4xx with a JSON message; nothing here is a 5xx.
+//! Client mistakes get a 4xx with a JSON message; load shedding (too many reviews at once,
+//! body memory budget spent) a 503 with the same shape, answered before the body is read.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -27,6 +28,10 @@ pub enum ReviewError {
     TooLarge(usize),
     #[error("could not read the request body: {0}")]
     Body(String),
+    #[error("{0} admission requests are already being answered; retry")]
+    Overloaded(usize),
+    #[error("the {0} byte budget for request bodies held at once is spent; retry")]
+    BodyBudget(usize),
 }
 
 impl ReviewError {
@@ -43,6 +48,8 @@ impl ReviewError {
             ReviewError::BadAttachment(_) => "invalid-attachment",
             ReviewError::TooLarge(_) => "too-large",
             ReviewError::Body(_) => "body",
+            ReviewError::Overloaded(_) => "overloaded",
+            ReviewError::BodyBudget(_) => "body-budget",
         }
     }
 
@@ -52,6 +59,9 @@ impl ReviewError {
             ReviewError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ReviewError::BadPod(_) | ReviewError::BadAttachment(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ReviewError::Overloaded(_) | ReviewError::BodyBudget(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
             _ => StatusCode::BAD_REQUEST,
         }
