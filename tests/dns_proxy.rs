@@ -87,9 +87,9 @@ impl Proxy {
         }
     }
 
-    /// The value of the sample line starting with `prefix`, 0 if absent.
-    fn metric(&self, prefix: &str) -> u64 {
-        metrics::value(&metrics::encode(&self.registry), prefix)
+    /// The value of the sample `series`, 0 if absent.
+    fn metric(&self, series: &str) -> u64 {
+        metrics::sample(&metrics::encode(&self.registry), series).map_or(0, |v| v as u64)
     }
 }
 

@@ -85,13 +85,12 @@ async fn explain_names_the_rule_and_the_fix_for_each_verdict() {
     let mut host = pod("hostnet", true);
     host.spec.as_mut().expect("spec").host_network = Some(true);
     create(&on, host).await;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [{"name": "web", "image": "registry.example.com/web:1"}]}}}
-    }))
-    .expect("deployment");
+    let deployment = support::builders::deployment_with(
+        "web",
+        1,
+        json!({"metadata": {"labels": {"app": "web"}},
+               "spec": {"containers": [{"name": "web", "image": "registry.example.com/web:1"}]}}),
+    );
     Api::<Deployment>::namespaced(cp.client(), &on)
         .create(&pp, &deployment)
         .await

@@ -129,13 +129,9 @@ pub async fn metrics(admin: SocketAddr) -> String {
     String::from_utf8(ans.body.to_vec()).expect("metrics are UTF-8")
 }
 
-/// The value of the first sample line starting with `series` (name and labels), if any.
-pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
+/// The value of a sample in Prometheus text (see `support::metrics`).
+#[allow(unused_imports)] // not every test binary reads samples
+pub use crate::support::metrics::sample;
 
 pub struct Answer {
     pub status: u16,

@@ -17,11 +17,9 @@ pub fn sum(text: &str, name: &str, filter: &str) -> f64 {
         .sum()
 }
 
-/// The value of the first sample line starting with `prefix`, 0 if absent.
-pub fn value(text: &str, prefix: &str) -> u64 {
+/// The value of the sample `series` (name and labels, exactly), if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
