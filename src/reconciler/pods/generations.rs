@@ -106,3 +106,123 @@ pub fn choose(
     }
     Choice::Attach { index: next, note }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconciler::watch::{
+        ContainerView, EphemeralState, EphemeralStatus, PodView, Terminated,
+    };
+
+    /// A pod holding `ephemeral` containers, the names in `ended` terminated.
+    fn pod(ephemeral: &[&str], ended: &[&str]) -> PodInfo {
+        let mut v = PodView::default();
+        v.metadata.name = Some("p".into());
+        v.metadata.namespace = Some("a".into());
+        v.spec.ephemeral_containers = ephemeral
+            .iter()
+            .map(|n| ContainerView {
+                name: n.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        v.status.ephemeral_container_statuses = ended
+            .iter()
+            .map(|n| EphemeralStatus {
+                name: n.to_string(),
+                state: EphemeralState {
+                    terminated: Some(Terminated {
+                        exit_code: 137,
+                        reason: Some("OOMKilled".into()),
+                    }),
+                },
+            })
+            .collect();
+        PodInfo::new(&v)
+    }
+
+    fn names() -> Vec<String> {
+        generation_names("cap", 3)
+    }
+
+    /// Every container under our names is ours.
+    fn all_ours(p: &PodInfo) -> impl Fn(usize) -> bool + '_ {
+        let n = names();
+        move |i| p.has_ephemeral(&n[i])
+    }
+
+    #[test]
+    fn a_new_pod_gets_generation_one() {
+        let p = pod(&[], &[]);
+        assert_eq!(
+            choose(&p, &names(), false, all_ours(&p)),
+            Choice::Attach {
+                index: 0,
+                note: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_running_whisperer_is_attached() {
+        let p = pod(&["whisperer-cap"], &[]);
+        let Choice::Settled(e) = choose(&p, &names(), false, all_ours(&p)) else {
+            panic!("settled")
+        };
+        assert_eq!((e.state, e.generation), (PodState::Attached, Some(1)));
+    }
+
+    #[test]
+    fn an_ended_whisperer_is_replaced_by_the_next_generation() {
+        let p = pod(&["whisperer-cap"], &["whisperer-cap"]);
+        match choose(&p, &names(), false, all_ours(&p)) {
+            Choice::Attach { index: 1, note } => {
+                let note = note.expect("note");
+                assert!(note.contains("exit code 137, OOMKilled"), "{note}");
+                assert!(note.contains("generation 2 replaces it"), "{note}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nothing_replaces_a_whisperer_after_expiry_or_the_last_generation() {
+        let p = pod(&["whisperer-cap"], &["whisperer-cap"]);
+        let Choice::Settled(e) = choose(&p, &names(), true, all_ours(&p)) else {
+            panic!("settled")
+        };
+        assert_eq!(
+            (e.state, e.reason.as_deref()),
+            (PodState::Skipped, Some("expired"))
+        );
+        let all = ["whisperer-cap", "whisperer-cap-2", "whisperer-cap-3"];
+        let p = pod(&all, &["whisperer-cap-3"]);
+        let Choice::Settled(e) = choose(&p, &names(), false, all_ours(&p)) else {
+            panic!("settled")
+        };
+        assert_eq!(
+            (e.state, e.reason.as_deref()),
+            (PodState::Failed, Some("GenerationsExhausted"))
+        );
+    }
+
+    #[test]
+    fn a_look_alike_is_stepped_over() {
+        // Generation 1's name is taken by somebody else's container.
+        let p = pod(&["whisperer-cap"], &[]);
+        match choose(&p, &names(), false, |_| false) {
+            Choice::Attach { index: 1, note } => {
+                assert!(note.is_some_and(|n| n.contains("is not this attachment's Whisperer")))
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = pod(
+            &["whisperer-cap", "whisperer-cap-2", "whisperer-cap-3"],
+            &[],
+        );
+        let Choice::Settled(e) = choose(&p, &names(), false, |_| false) else {
+            panic!("settled")
+        };
+        assert_eq!(e.reason.as_deref(), Some("name-conflict"));
+    }
+}
