@@ -2,7 +2,7 @@
 //! found both by comparing it with the served certificate and by the dry-run pod that comes
 //! back uninjected.
 
-mod injector;
+use support::injector;
 mod support;
 
 use injector::start_and_register;

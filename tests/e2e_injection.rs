@@ -2,7 +2,7 @@
 //! MutatingWebhookConfiguration rendered from webhook.yaml.tmpl, and what it stores is
 //! checked.
 
-mod injector;
+use support::injector;
 mod support;
 
 use std::time::{Duration, Instant};

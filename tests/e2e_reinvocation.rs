@@ -2,7 +2,7 @@
 //! way Istio's injector behaves) prepends its own native sidecar after ours ran; the API
 //! server calls ours again (`reinvocationPolicy: IfNeeded`) and the Whisperer ends up first.
 
-mod injector;
+use support::injector;
 mod support;
 
 use std::sync::Arc;

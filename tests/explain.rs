@@ -1,7 +1,7 @@
 //! `explain` against a real API server and a registered webhook: one golden file per verdict.
 //! Regenerate with `WHISPERER_REGENERATE=1 cargo test --test explain` and review the diff.
 
-mod injector;
+use support::injector;
 mod support;
 
 use injector::{pod, start_and_register};

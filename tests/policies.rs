@@ -5,7 +5,7 @@
 //! object and role is applied from manifests/; requests are made by impersonated users and by
 //! the impersonated ServiceAccount (tests/support/impersonate.rs).
 
-mod injector;
+use support::injector;
 mod support;
 
 use std::time::Duration;

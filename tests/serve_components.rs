@@ -2,7 +2,7 @@
 //! process, finding the cluster through KUBECONFIG. One test per binary because the
 //! environment variable is process-wide.
 
-mod https;
+use support::https;
 mod support;
 
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The webhook over real TLS on loopback: HTTP/1.1 and h2, fixture AdmissionReviews, bad
 //! input, certificate rotation, config reload and graceful shutdown.
 
-mod https;
+use support::https;
 mod support;
 
 use std::path::Path;

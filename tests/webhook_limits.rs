@@ -2,7 +2,7 @@
 //! body byte budget, connections, idle and slow connections, and HTTP/2 Rapid Reset. In
 //! every case the server stays alive and answers the next request.
 
-mod https;
+use support::https;
 mod support;
 
 use std::time::{Duration, Instant};

@@ -3,9 +3,10 @@
 //! The local Kubernetes control plane (etcd + kube-apiserver, optionally
 //! kube-controller-manager) lives in [`controlplane`]; the scheduler and kubelet stand-in in
 //! [`kubelet`]; objects in [`builders`]; the Attachment CRD in [`crd`]; metrics text in
-//! [`metrics`]; DNS queries in [`dns`]. See tests/README.md. Benches and examples use the
-//! same module (`#[path = "../tests/support/mod.rs"] mod support;`): nothing here is
-//! written twice.
+//! [`metrics`]; DNS queries in [`dns`]; an HTTPS client for the webhook in [`https`]; the
+//! webhook started in-process and registered with the API server in [`injector`]. See
+//! tests/README.md. Benches and examples use the same module
+//! (`#[path = "../tests/support/mod.rs"] mod support;`): nothing here is written twice.
 
 // Each integration test binary uses a different subset of these helpers.
 #![allow(dead_code, unused_imports)]
@@ -15,7 +16,9 @@ pub mod certs;
 pub mod controlplane;
 pub mod crd;
 pub mod dns;
+pub mod https;
 pub mod impersonate;
+pub mod injector;
 pub mod kubelet;
 pub mod manifests;
 pub mod metrics;

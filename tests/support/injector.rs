@@ -1,6 +1,5 @@
 //! Starts the webhook in-process with a certs-gen certificate and registers it with a real
 //! kube-apiserver through a MutatingWebhookConfiguration rendered from webhook.yaml.tmpl.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use serde_json::json;
 use whisperer_injector::app::Running;
 use whisperer_injector::cli::ServeArgs;
 
-use crate::support::{poll_until, ControlPlane};
+use super::{poll_until, ControlPlane};
 
 pub const PROFILES: &str = r#"
 defaultProfile: default

@@ -2,7 +2,6 @@
 //! ALPN, trusting exactly the CA it is given, so tests can hold a connection open across a
 //! certificate rotation; plain HTTP for the admin listener; raw TLS streams for tests that
 //! write bytes themselves.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,7 +130,7 @@ pub async fn metrics(admin: SocketAddr) -> String {
 
 /// The value of a sample in Prometheus text (see `support::metrics`).
 #[allow(unused_imports)] // not every test binary reads samples
-pub use crate::support::metrics::sample;
+pub use super::metrics::sample;
 
 pub struct Answer {
     pub status: u16,
