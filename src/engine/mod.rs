@@ -3,6 +3,10 @@
 //! Both front-ends ask it the same question — should this pod get a Whisperer, and exactly
 //! which one — and get back either a [`Plan`] or a named [`SkipReason`]. The webhook renders a
 //! plan as a JSON patch, the reconciler as an `EphemeralContainer` (see `crate::render`).
+//!
+//! The engine reads pods through one trait, [`PodFacts`]: the webhook passes the `Pod` it
+//! parsed from the request, the reconciler and the backstop the `PodInfo` of their cache. The
+//! backstop asks [`decide_sidecar`], the webhook's question without the admission request.
 
 mod admission;
 mod attach;
