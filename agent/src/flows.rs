@@ -369,8 +369,10 @@ impl FlowTable {
     pub fn segment(&mut self, seg: &Segment<'_>, wire_len: u32, ts: Ts, out: &mut Vec<Record>) {
         let key = Key::of(seg.src, seg.dst);
         if !self.flows.contains_key(&key) {
-            if seg.rst {
-                return; // a reset for a connection we never saw
+            if seg.rst || (seg.payload.is_empty() && !seg.syn) {
+                // A reset or bare ACK/FIN of a connection not seen (or just closed: the last
+                // ACK after both FINs) opens nothing.
+                return;
             }
             while self.flows.len() >= self.limits.max_flows.max(1) {
                 self.evict_oldest(Eviction::flows, ts, out);

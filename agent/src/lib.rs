@@ -7,13 +7,20 @@
 //! names of both ends ([`names`]) and writes JSON lines. [`control`] asks the injector whether
 //! to keep running; [`contract`] is the one place that knows the injector's env variables.
 
+pub mod capture;
+pub mod cli;
+pub mod contract;
+pub mod control;
 pub mod decode;
+pub mod emit;
 pub mod flows;
 pub mod http;
 pub mod metrics;
+pub mod names;
 pub mod pcapng;
 pub mod record;
 pub mod rotate;
+pub mod run;
 pub mod size;
 pub mod stream;
 
