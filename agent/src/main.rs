@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 use whisperer::cli::{Args, LogFormat};
@@ -10,7 +12,8 @@ fn main() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries the JSON lines only.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),

@@ -9,6 +9,7 @@
 pub mod certs;
 pub mod controlplane;
 pub mod crd;
+pub mod netns;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
