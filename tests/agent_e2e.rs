@@ -237,21 +237,25 @@ impl Agent {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("start the agent");
-        let a = Agent {
+        let mut a = Agent {
             proc: Proc(child),
             stdout,
             stderr,
         };
-        let log = a.stderr.clone();
-        poll_until(Duration::from_secs(20), "the agent to capture", || {
-            let log = log.clone();
-            async move {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                assert!(!text.contains("Error:"), "the agent failed: {text}");
-                text.contains("capturing").then_some(())
+        let t0 = Instant::now();
+        loop {
+            let text = a.log();
+            let exited = a.proc.0.try_wait().expect("wait");
+            assert!(exited.is_none(), "the agent exited ({exited:?}): {text}");
+            if text.contains("capturing") {
+                break;
             }
-        })
-        .await;
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the agent did not start capturing in 20 s: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         a
     }
 
@@ -278,6 +282,22 @@ impl Agent {
         })
         .await;
         (status, t0.elapsed())
+    }
+
+    /// Waits until the HTTP lines satisfy `done`; on timeout panics with the agent's output.
+    async fn wait_http(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let t0 = Instant::now();
+        loop {
+            let l = self.http();
+            if done(&l) {
+                return l;
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+                panic!("timed out waiting for {what}\n--- stdout\n{out}\n--- stderr\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn log(&self) -> String {
@@ -313,6 +333,21 @@ fn tshark_count(file: &Path, filter: &str) -> usize {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Bytes of the frames `tshark` reads from `file` matching `filter`.
+fn tshark_bytes(file: &Path, filter: &str) -> u64 {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-Y", filter, "-T", "fields", "-e", "frame.cap_len"])
+        .output()
+        .expect("tshark");
+    assert!(out.status.success(), "tshark cannot read {}", file.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum()
 }
 
 fn pcapng_files(dir: &Path) -> Vec<PathBuf> {
@@ -495,7 +530,8 @@ async fn inner_agent_in_pod_namespaces() {
     let tcpdump = Proc(
         e.web
             .command("tcpdump")
-            .args(["-i", "any", "-U", "-n", "-w"])
+            // Immediate mode: every packet is in the file when tcpdump is stopped.
+            .args(["-i", "any", "--immediate-mode", "-U", "-n", "-w"])
             .arg(&reference)
             .arg(format!("tcp port {HTTP_PORT}"))
             .stderr(std::fs::File::create(&tcpdump_log).expect("log"))
@@ -535,13 +571,12 @@ async fn inner_agent_in_pod_namespaces() {
     let reset = curl(&e, &["-o", "/dev/null", &url(&e, "/reset")]);
     assert!(!reset.status.success(), "the reset connection fails for curl");
 
-    let lines = poll_until(Duration::from_secs(20), "the exchanges as JSON lines", || {
-        let l = agent.http();
-        let want = ["/ka1", "/ka2", "/upload", "/chunked", "/missing", "/p1", "/p2", "/p3", "/reset"];
-        let all = want.iter().all(|p| l.iter().any(|v| v["path"] == *p));
-        async move { all.then_some(l) }
-    })
-    .await;
+    let want = ["/ka1", "/ka2", "/upload", "/chunked", "/missing", "/p1", "/p2", "/p3", "/reset"];
+    let lines = agent
+        .wait_http("the exchanges as JSON lines", |l| {
+            want.iter().all(|p| l.iter().any(|v| v["path"] == *p))
+        })
+        .await;
     let web_name = format!("web-0.{ns}.pod.cluster.local");
     let client_name = format!("client-0.{ns}.pod.cluster.local");
     for v in &lines {
@@ -569,8 +604,13 @@ async fn inner_agent_in_pod_namespaces() {
         async move { s.then_some(()) }
     })
     .await;
+    let mut tcpdump = tcpdump;
     signal(&tcpdump.0, "INT");
-    drop(tcpdump);
+    poll_until(Duration::from_secs(10), "tcpdump to exit", || {
+        let s = tcpdump.0.try_wait().expect("wait");
+        async move { s }
+    })
+    .await;
     let expected = tshark_count(&reference, "tcp");
     assert!(expected > 40, "tcpdump saw {expected} packets");
 
@@ -589,7 +629,22 @@ async fn inner_agent_in_pod_namespaces() {
     let files = pcapng_files(&captures);
     assert_eq!(files.len(), 1, "{files:?}");
     let got = tshark_count(&files[0], &format!("tcp.port == {HTTP_PORT}"));
-    assert_eq!(got, expected, "pcapng vs tcpdump packets on port {HTTP_PORT}");
+    if got != expected {
+        let list = |f: &Path| {
+            let out = Command::new("tshark")
+                .args(["-n", "-r"])
+                .arg(f)
+                .args(["-Y", "tcp", "-T", "fields", "-e", "frame.time_epoch", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.flags.str", "-e", "tcp.seq_raw", "-e", "tcp.len"])
+                .output()
+                .expect("tshark");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        panic!(
+            "pcapng has {got} packets on port {HTTP_PORT}, tcpdump {expected}\n--- pcapng\n{}\n--- tcpdump\n{}",
+            list(&files[0]),
+            list(&reference)
+        );
+    }
 
     // Rotation by size, and SIGTERM flushing readable files.
     let rotated = d.join("rotated");
@@ -601,31 +656,31 @@ async fn inner_agent_in_pod_namespaces() {
     let pod = attached("whisperer-rotate").await;
     let (mut args, env) = container_spec(&pod, "whisperer-rotate");
     args.extend(
-        ["--out-dir", &rotated.display().to_string(), "--rotate-size", "64KiB", "--keep", "100"]
+        ["--out-dir", &rotated.display().to_string(), "--rotate-size", "256KiB", "--keep", "100"]
             .map(String::from),
     );
     let mut agent = Agent::start(&e, d, "rotate", &args, &env).await;
-    let big = curl(&e, &["-o", "/dev/null", &url(&e, "/big?n=1048576")]);
+    let big = curl(&e, &["-o", "/dev/null", &url(&e, "/big?n=4194304")]);
     assert!(big.status.success());
-    let l = poll_until(Duration::from_secs(20), "the big download's line", || {
-        let l = agent.http();
-        async move { l.iter().any(|v| v["path"] == "/big?n=1048576").then_some(l) }
-    })
-    .await;
-    let b = find(&l, "GET", "/big?n=1048576");
-    assert!(b["response_bytes"].as_u64().expect("bytes") > 1_048_576, "{b}");
+    let l = agent
+        .wait_http("the big download's line", |l| {
+            l.iter().any(|v| v["path"] == "/big?n=4194304")
+        })
+        .await;
+    let b = find(&l, "GET", "/big?n=4194304");
+    assert!(b["response_bytes"].as_u64().expect("bytes") > 4 << 20, "{b}");
     signal(&agent.proc.0, "TERM");
     let (status, _) = agent.exit(Duration::from_secs(15), "the agent to exit on SIGTERM").await;
     assert!(status.success(), "exit {status}: {}", agent.log());
     let files = pcapng_files(&rotated);
-    assert!(files.len() >= 10, "1 MiB in 64 KiB files: {files:?}");
-    let mut packets = 0;
+    assert!(files.len() >= 10, "4 MiB in 256 KiB files: {files:?}");
+    let mut captured = 0;
     for f in &files {
         let size = std::fs::metadata(f).expect("meta").len();
-        assert!(size <= 64 << 10, "{} is {size} bytes", f.display());
-        packets += tshark_count(f, "tcp");
+        assert!(size <= 256 << 10, "{} is {size} bytes", f.display());
+        captured += tshark_bytes(f, &format!("tcp.srcport == {HTTP_PORT}"));
     }
-    assert!(packets > 700, "{packets} packets in the rotated files");
+    assert!(captured > 4 << 20, "{captured} bytes from the server in the rotated files");
 
     // The deadline stops an agent whatever the control API would say later.
     attachments

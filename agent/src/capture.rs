@@ -59,6 +59,9 @@ pub fn open(cfg: &CaptureConfig) -> Result<Opened, CaptureError> {
             source,
         })?;
     }
+    // Non-blocking, with our own poll(2) below: libpcap's TPACKET_V3 read can block until
+    // the next packet when the ring is empty, and the loop must flush and check for stop.
+    let cap = cap.setnonblock().map_err(open_err)?;
     let link = Link::from_dlt(cap.get_datalink().0);
     Ok(Opened {
         cap,
@@ -118,7 +121,13 @@ pub fn run(
     let mut last_sweep = Instant::now();
     let mut since_check: u32 = 0;
     let mut result = Ok(());
-    while !stop.load(Ordering::Relaxed) {
+    // After stop, the loop goes on until the kernel has retired the last block of packets
+    // (its timeout is 100 ms), so what arrived just before the stop is written too.
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if drain_until.is_none() && stop.load(Ordering::Relaxed) {
+            drain_until = Some(Instant::now() + Duration::from_millis(150));
+        }
         match opened.cap.next_packet() {
             Ok(p) => {
                 let ts = p.header.ts.tv_sec as u64 * 1_000_000_000 + p.header.ts.tv_usec as u64;
@@ -141,10 +150,22 @@ pub fn run(
                     continue;
                 }
             }
+            Err(pcap::Error::TimeoutExpired) if drain_until.is_some_and(|t| Instant::now() >= t) => {
+                break;
+            }
             Err(pcap::Error::TimeoutExpired) => {
+                // Nothing ready: push out what waits, then sleep until the kernel retires a
+                // block of packets (at most the 100 ms block timeout) or the stop check is due.
+                b.send();
                 if let Some(r) = rotator.as_mut() {
                     r.flush(now_ns());
                 }
+                let mut fds = [rustix::event::PollFd::new(&opened.cap, rustix::event::PollFlags::IN)];
+                let timeout = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
+                let _ = rustix::event::poll(&mut fds, Some(&timeout));
             }
             Err(source) => {
                 result = Err(CaptureError::Read {

@@ -21,6 +21,8 @@ pub enum LogFormat {
 #[command(
     name = "whisperer",
     version,
+    // A flag given twice takes the last value, so an operator can append to a profile's args.
+    args_override_self = true,
     about = "Capture a pod's traffic: rotated pcapng files and one JSON line per HTTP/1.x exchange"
 )]
 pub struct Args {
