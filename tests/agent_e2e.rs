@@ -136,11 +136,20 @@ async fn agent_in_pod_namespaces() {
     let status = topo
         .node
         .command(exe)
-        .args([INNER, "--exact", "--nocapture", "--include-ignored", "--test-threads=1"])
+        .args([
+            INNER,
+            "--exact",
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
         .env(TOPOLOGY_ENV, desc.to_string())
         .status()
         .expect("run the inner test in the node namespace");
-    assert!(status.success(), "the inner test failed (its output is above)");
+    assert!(
+        status.success(),
+        "the inner test failed (its output is above)"
+    );
 }
 
 struct Env {
@@ -294,7 +303,10 @@ impl Agent {
             }
             if t0.elapsed() > Duration::from_secs(20) {
                 let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-                panic!("timed out waiting for {what}\n--- stdout\n{out}\n--- stderr\n{}", self.log());
+                panic!(
+                    "timed out waiting for {what}\n--- stdout\n{out}\n--- stderr\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -343,7 +355,11 @@ fn tshark_bytes(file: &Path, filter: &str) -> u64 {
         .args(["-Y", filter, "-T", "fields", "-e", "frame.cap_len"])
         .output()
         .expect("tshark");
-    assert!(out.status.success(), "tshark cannot read {}", file.display());
+    assert!(
+        out.status.success(),
+        "tshark cannot read {}",
+        file.display()
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().parse::<u64>().ok())
@@ -480,20 +496,30 @@ async fn inner_agent_in_pod_namespaces() {
     let attached = |container: &'static str| {
         let pods = pods.clone();
         async move {
-            poll_until(Duration::from_secs(30), "the Whisperer to be attached", || {
-                let pods = pods.clone();
-                async move {
-                    let p = pods.get("web-0").await.ok()?;
-                    let has = p.spec.as_ref()?.ephemeral_containers.as_ref()?.iter().any(|c| {
-                        c.name == container
-                            && c.env
-                                .iter()
-                                .flatten()
-                                .any(|v| v.name == "WHISPERER_CONTROL_TOKEN")
-                    });
-                    has.then_some(p)
-                }
-            })
+            poll_until(
+                Duration::from_secs(30),
+                "the Whisperer to be attached",
+                || {
+                    let pods = pods.clone();
+                    async move {
+                        let p = pods.get("web-0").await.ok()?;
+                        let has = p
+                            .spec
+                            .as_ref()?
+                            .ephemeral_containers
+                            .as_ref()?
+                            .iter()
+                            .any(|c| {
+                                c.name == container
+                                    && c.env
+                                        .iter()
+                                        .flatten()
+                                        .any(|v| v.name == "WHISPERER_CONTROL_TOKEN")
+                            });
+                        has.then_some(p)
+                    }
+                },
+            )
             .await
         }
     };
@@ -519,7 +545,9 @@ async fn inner_agent_in_pod_namespaces() {
             .expect("start the HTTP server"),
     );
     poll_until(Duration::from_secs(20), "the HTTP server", || {
-        let ok = curl(&e, &["-o", "/dev/null", &url(&e, "/ready")]).status.success();
+        let ok = curl(&e, &["-o", "/dev/null", &url(&e, "/ready")])
+            .status
+            .success();
         async move { ok.then_some(()) }
     })
     .await;
@@ -549,18 +577,37 @@ async fn inner_agent_in_pod_namespaces() {
     // Traffic: keep-alive, a chunked upload, a chunked answer, a 404, pipelining, a reset.
     let ka = curl(
         &e,
-        &["-o", "/dev/null", "-o", "/dev/null", &url(&e, "/ka1"), &url(&e, "/ka2")],
+        &[
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &url(&e, "/ka1"),
+            &url(&e, "/ka2"),
+        ],
     );
     assert!(ka.status.success());
     std::fs::write(d.join("upload"), vec![b'u'; 20_000]).expect("write");
     let upload = format!("@{}", path("upload"));
     let up = curl(
         &e,
-        &["-o", "/dev/null", "-H", "Transfer-Encoding: chunked", "--data-binary", &upload, &url(&e, "/upload")],
+        &[
+            "-o",
+            "/dev/null",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &upload,
+            &url(&e, "/upload"),
+        ],
     );
     assert!(up.status.success());
-    assert!(curl(&e, &["-o", "/dev/null", &url(&e, "/chunked")]).status.success());
-    assert!(curl(&e, &["-o", "/dev/null", &url(&e, "/missing")]).status.success());
+    assert!(curl(&e, &["-o", "/dev/null", &url(&e, "/chunked")])
+        .status
+        .success());
+    assert!(curl(&e, &["-o", "/dev/null", &url(&e, "/missing")])
+        .status
+        .success());
     let piped = e
         .client
         .command("python3")
@@ -569,9 +616,14 @@ async fn inner_agent_in_pod_namespaces() {
         .expect("pipelining client");
     assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "3");
     let reset = curl(&e, &["-o", "/dev/null", &url(&e, "/reset")]);
-    assert!(!reset.status.success(), "the reset connection fails for curl");
+    assert!(
+        !reset.status.success(),
+        "the reset connection fails for curl"
+    );
 
-    let want = ["/ka1", "/ka2", "/upload", "/chunked", "/missing", "/p1", "/p2", "/p3", "/reset"];
+    let want = [
+        "/ka1", "/ka2", "/upload", "/chunked", "/missing", "/p1", "/p2", "/p3", "/reset",
+    ];
     let lines = agent
         .wait_http("the exchanges as JSON lines", |l| {
             want.iter().all(|p| l.iter().any(|v| v["path"] == *p))
@@ -589,20 +641,39 @@ async fn inner_agent_in_pod_namespaces() {
     assert_eq!(ka1["src"], ka2["src"], "keep-alive: one connection");
     let up = find(&lines, "POST", "/upload");
     assert_eq!(up["status"], 201);
-    assert!(up["request_bytes"].as_u64().expect("bytes") > 20_000, "{up}");
+    assert!(
+        up["request_bytes"].as_u64().expect("bytes") > 20_000,
+        "{up}"
+    );
     assert_eq!(find(&lines, "GET", "/chunked")["status"], 200);
     assert_eq!(find(&lines, "GET", "/missing")["status"], 404);
-    let p: Vec<&Value> = ["/p1", "/p2", "/p3"].iter().map(|x| find(&lines, "GET", x)).collect();
-    assert!(p.iter().all(|v| v["status"] == 200 && v["src"] == p[0]["src"]));
+    let p: Vec<&Value> = ["/p1", "/p2", "/p3"]
+        .iter()
+        .map(|x| find(&lines, "GET", x))
+        .collect();
+    assert!(p
+        .iter()
+        .all(|v| v["status"] == 200 && v["src"] == p[0]["src"]));
     let r = find(&lines, "GET", "/reset");
-    assert_eq!((&r["status"], &r["truncated"]), (&json!(200), &json!(true)), "{r}");
-    assert!(lines.iter().filter(|v| v["path"] != "/reset").all(|v| v["truncated"] == false));
+    assert_eq!(
+        (&r["status"], &r["truncated"]),
+        (&json!(200), &json!(true)),
+        "{r}"
+    );
+    assert!(lines
+        .iter()
+        .filter(|v| v["path"] != "/reset")
+        .all(|v| v["truncated"] == false));
 
     // The pcapng file holds what tcpdump saw on the HTTP port, packet for packet.
-    poll_until(Duration::from_secs(20), "the HTTP connections to close", || {
-        let s = http_connections_settled(&e);
-        async move { s.then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(20),
+        "the HTTP connections to close",
+        || {
+            let s = http_connections_settled(&e);
+            async move { s.then_some(()) }
+        },
+    )
     .await;
     let mut tcpdump = tcpdump;
     signal(&tcpdump.0, "INT");
@@ -624,7 +695,10 @@ async fn inner_agent_in_pod_namespaces() {
         .await;
     let log = agent.log();
     assert!(status.success(), "exit {status}: {log}");
-    assert!(took <= POLL * 2 + POLL / 2, "took {took:?} to stop after detach: {log}");
+    assert!(
+        took <= POLL * 2 + POLL / 2,
+        "took {took:?} to stop after detach: {log}"
+    );
     assert!(log.contains("detached"), "{log}");
     let files = pcapng_files(&captures);
     assert_eq!(files.len(), 1, "{files:?}");
@@ -634,7 +708,24 @@ async fn inner_agent_in_pod_namespaces() {
             let out = Command::new("tshark")
                 .args(["-n", "-r"])
                 .arg(f)
-                .args(["-Y", "tcp", "-T", "fields", "-e", "frame.time_epoch", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.flags.str", "-e", "tcp.seq_raw", "-e", "tcp.len"])
+                .args([
+                    "-Y",
+                    "tcp",
+                    "-T",
+                    "fields",
+                    "-e",
+                    "frame.time_epoch",
+                    "-e",
+                    "tcp.srcport",
+                    "-e",
+                    "tcp.dstport",
+                    "-e",
+                    "tcp.flags.str",
+                    "-e",
+                    "tcp.seq_raw",
+                    "-e",
+                    "tcp.len",
+                ])
                 .output()
                 .expect("tshark");
             String::from_utf8_lossy(&out.stdout).to_string()
@@ -656,8 +747,15 @@ async fn inner_agent_in_pod_namespaces() {
     let pod = attached("whisperer-rotate").await;
     let (mut args, env) = container_spec(&pod, "whisperer-rotate");
     args.extend(
-        ["--out-dir", &rotated.display().to_string(), "--rotate-size", "256KiB", "--keep", "100"]
-            .map(String::from),
+        [
+            "--out-dir",
+            &rotated.display().to_string(),
+            "--rotate-size",
+            "256KiB",
+            "--keep",
+            "100",
+        ]
+        .map(String::from),
     );
     let mut agent = Agent::start(&e, d, "rotate", &args, &env).await;
     let big = curl(&e, &["-o", "/dev/null", &url(&e, "/big?n=4194304")]);
@@ -668,9 +766,14 @@ async fn inner_agent_in_pod_namespaces() {
         })
         .await;
     let b = find(&l, "GET", "/big?n=4194304");
-    assert!(b["response_bytes"].as_u64().expect("bytes") > 4 << 20, "{b}");
+    assert!(
+        b["response_bytes"].as_u64().expect("bytes") > 4 << 20,
+        "{b}"
+    );
     signal(&agent.proc.0, "TERM");
-    let (status, _) = agent.exit(Duration::from_secs(15), "the agent to exit on SIGTERM").await;
+    let (status, _) = agent
+        .exit(Duration::from_secs(15), "the agent to exit on SIGTERM")
+        .await;
     assert!(status.success(), "exit {status}: {}", agent.log());
     let files = pcapng_files(&rotated);
     assert!(files.len() >= 10, "4 MiB in 256 KiB files: {files:?}");
@@ -680,7 +783,10 @@ async fn inner_agent_in_pod_namespaces() {
         assert!(size <= 256 << 10, "{} is {size} bytes", f.display());
         captured += tshark_bytes(f, &format!("tcp.srcport == {HTTP_PORT}"));
     }
-    assert!(captured > 4 << 20, "{captured} bytes from the server in the rotated files");
+    assert!(
+        captured > 4 << 20,
+        "{captured} bytes from the server in the rotated files"
+    );
 
     // The deadline stops an agent whatever the control API would say later.
     attachments
@@ -691,7 +797,9 @@ async fn inner_agent_in_pod_namespaces() {
     let (args, env) = container_spec(&pod, "whisperer-short");
     let deadline: jiff::Timestamp = env["WHISPERER_DEADLINE"].parse().expect("deadline");
     let mut agent = Agent::start(&e, d, "short", &args, &env).await;
-    let (status, _) = agent.exit(Duration::from_secs(30), "the agent to stop at its deadline").await;
+    let (status, _) = agent
+        .exit(Duration::from_secs(30), "the agent to stop at its deadline")
+        .await;
     let now = jiff::Timestamp::now();
     assert!(status.success(), "exit {status}: {}", agent.log());
     assert!(

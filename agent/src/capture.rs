@@ -18,11 +18,17 @@ use crate::Ts;
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error("cannot capture on {interface:?}: {source} (the agent needs CAP_NET_RAW in the pod's network namespace)")]
-    Open { interface: String, source: pcap::Error },
+    Open {
+        interface: String,
+        source: pcap::Error,
+    },
     #[error("invalid --filter {filter:?}: {source}")]
     Filter { filter: String, source: pcap::Error },
     #[error("capture on {interface:?} failed: {source}")]
-    Read { interface: String, source: pcap::Error },
+    Read {
+        interface: String,
+        source: pcap::Error,
+    },
 }
 
 pub struct CaptureConfig {
@@ -150,7 +156,9 @@ pub fn run(
                     continue;
                 }
             }
-            Err(pcap::Error::TimeoutExpired) if drain_until.is_some_and(|t| Instant::now() >= t) => {
+            Err(pcap::Error::TimeoutExpired)
+                if drain_until.is_some_and(|t| Instant::now() >= t) =>
+            {
                 break;
             }
             Err(pcap::Error::TimeoutExpired) => {
@@ -160,7 +168,10 @@ pub fn run(
                 if let Some(r) = rotator.as_mut() {
                     r.flush(now_ns());
                 }
-                let mut fds = [rustix::event::PollFd::new(&opened.cap, rustix::event::PollFlags::IN)];
+                let mut fds = [rustix::event::PollFd::new(
+                    &opened.cap,
+                    rustix::event::PollFlags::IN,
+                )];
                 let timeout = rustix::event::Timespec {
                     tv_sec: 0,
                     tv_nsec: 100_000_000,

@@ -38,14 +38,18 @@ pub struct Contract {
 }
 
 fn non_empty(get: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
-    get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    get(key)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// `host:port` or a bare host (port 53); names are not resolved here, only addresses.
 fn parse_dns(v: &str) -> Option<SocketAddr> {
-    v.parse()
-        .ok()
-        .or_else(|| v.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+    v.parse().ok().or_else(|| {
+        v.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 /// A Kubernetes quantity as bytes (`64Mi`, `1G`, `67108864`).
@@ -112,14 +116,20 @@ mod tests {
             (DNS_SERVER, "10.96.0.53:5353"),
             (ATTACHMENT, "debug"),
             (DEADLINE, "2026-12-01T22:00:00Z"),
-            (CONTROL_URL, "https://whisperer-injector.whisperer-system.svc:443/agent/v1/x"),
+            (
+                CONTROL_URL,
+                "https://whisperer-injector.whisperer-system.svc:443/agent/v1/x",
+            ),
             (CONTROL_TOKEN, "abc"),
             ("WHISPERER_ATTACHMENT_UID", "u-1"),
             (MEMORY_LIMIT, "64Mi"),
         ]);
         assert_eq!(c.pod_name.as_deref(), Some("web-0"));
         assert_eq!(c.dns_server, Some("10.96.0.53:5353".parse().expect("addr")));
-        assert_eq!(c.deadline, Some("2026-12-01T22:00:00Z".parse().expect("ts")));
+        assert_eq!(
+            c.deadline,
+            Some("2026-12-01T22:00:00Z".parse().expect("ts"))
+        );
         assert_eq!(c.memory_limit, Some(64 << 20));
     }
 
@@ -131,6 +141,9 @@ mod tests {
             (POD_NAME, "  "),
         ]);
         assert_eq!(c, Contract::default());
-        assert_eq!(from(&[(DNS_SERVER, "10.0.0.10")]).dns_server, Some("10.0.0.10:53".parse().expect("addr")));
+        assert_eq!(
+            from(&[(DNS_SERVER, "10.0.0.10")]).dns_server,
+            Some("10.0.0.10:53".parse().expect("addr"))
+        );
     }
 }

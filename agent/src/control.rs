@@ -108,7 +108,8 @@ struct Answer {
 }
 
 pub fn parse_answer(body: &[u8]) -> Result<Verdict, ControlError> {
-    let a: Answer = serde_json::from_slice(body).map_err(|e| ControlError::Answer(e.to_string()))?;
+    let a: Answer =
+        serde_json::from_slice(body).map_err(|e| ControlError::Answer(e.to_string()))?;
     match a.action.as_str() {
         "run" => Ok(Verdict::Run {
             deadline: a.deadline.and_then(|d| d.parse().ok()),
@@ -120,11 +121,18 @@ pub fn parse_answer(body: &[u8]) -> Result<Verdict, ControlError> {
     }
 }
 
-pub async fn ask(client: &HttpClient<Empty<Bytes>>, url: &str, token: &str) -> Result<Verdict, ControlError> {
+pub async fn ask(
+    client: &HttpClient<Empty<Bytes>>,
+    url: &str,
+    token: &str,
+) -> Result<Verdict, ControlError> {
     let uri: hyper::Uri = url.parse().map_err(|_| ControlError::Url(url.into()))?;
     let req = hyper::Request::get(uri)
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::USER_AGENT, concat!("whisperer/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("whisperer/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::new())
         .map_err(|e| ControlError::Request(e.to_string()))?;
     let fut = async {
@@ -192,7 +200,10 @@ pub async fn poll(
             Ok(Verdict::Stop { .. }) => PollResult::stop,
             Err(_) => PollResult::error,
         };
-        metrics.polls.get_or_create(&PollLabels { result: label }).inc();
+        metrics
+            .polls
+            .get_or_create(&PollLabels { result: label })
+            .inc();
         match result {
             Ok(Verdict::Run { deadline }) => {
                 if failures > 0 {
@@ -248,7 +259,10 @@ mod tests {
         let base = Duration::from_secs(10);
         for _ in 0..200 {
             let j = jitter(base);
-            assert!(j >= Duration::from_secs(8) && j <= Duration::from_secs(12), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
+                "{j:?}"
+            );
         }
         assert_eq!(backoff(base, 0), base);
         assert_eq!(backoff(base, 1), Duration::from_secs(20));

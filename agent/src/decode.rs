@@ -73,15 +73,17 @@ pub fn decode(link: Link, frame: &[u8]) -> Decoded<'_> {
         Link::Ethernet => SlicedPacket::from_ethernet(frame),
         Link::RawIp => SlicedPacket::from_ip(frame),
         Link::LinuxSll => match frame.get(14..16).zip(frame.get(16..)) {
-            Some((proto, rest)) => {
-                SlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), rest)
-            }
+            Some((proto, rest)) => SlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([proto[0], proto[1]])),
+                rest,
+            ),
             None => return Decoded::Other,
         },
         Link::LinuxSll2 => match frame.get(0..2).zip(frame.get(20..)) {
-            Some((proto, rest)) => {
-                SlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), rest)
-            }
+            Some((proto, rest)) => SlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([proto[0], proto[1]])),
+                rest,
+            ),
             None => return Decoded::Other,
         },
         // Host byte order family word, then the IP packet.
@@ -155,14 +157,22 @@ mod tests {
         let mut sll = vec![0u8, 0, 0, 1, 0, 6, 1, 1, 1, 1, 1, 1, 0, 0, 0x08, 0x00];
         sll.extend_from_slice(&eth[14..]);
         assert!(matches!(decode(Link::LinuxSll, &sll), Decoded::Tcp(s) if s.payload == b"x"));
-        let mut sll2 = vec![0x08u8, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 1, 1, 1, 1, 1, 0, 0];
+        let mut sll2 = vec![
+            0x08u8, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 1, 1, 1, 1, 1, 0, 0,
+        ];
         sll2.extend_from_slice(&eth[14..]);
         assert!(matches!(decode(Link::LinuxSll2, &sll2), Decoded::Tcp(s) if s.payload == b"x"));
     }
 
     #[test]
     fn short_and_garbage_frames_are_other() {
-        for link in [Link::Ethernet, Link::RawIp, Link::LinuxSll, Link::LinuxSll2, Link::Null] {
+        for link in [
+            Link::Ethernet,
+            Link::RawIp,
+            Link::LinuxSll,
+            Link::LinuxSll2,
+            Link::Null,
+        ] {
             assert_eq!(decode(link, &[]), Decoded::Other);
             assert_eq!(decode(link, &[0x45; 7]), Decoded::Other);
         }

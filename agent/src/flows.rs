@@ -42,6 +42,12 @@ const MAX_PENDING: usize = 64;
 /// Fixed cost of one flow in the table, counted against `memory`.
 const FLOW_OVERHEAD: usize = std::mem::size_of::<Flow>() + 64;
 
+/// Where finished records go, and what counts them.
+struct Out<'a> {
+    m: &'a Metrics,
+    records: &'a mut Vec<Record>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key(SocketAddr, SocketAddr);
 
@@ -152,8 +158,7 @@ impl Http {
         syn_seen: bool,
         ts: Ts,
         limits: &Limits,
-        m: &Metrics,
-        out: &mut Vec<Record>,
+        out: &mut Out<'_>,
     ) {
         if self.kind == Kind::Plain {
             return;
@@ -170,13 +175,13 @@ impl Http {
                     };
                     let n = p.feed(data, ts, ctx, &mut self.events);
                     data = &data[n..];
-                    self.handle_events(dir, m, out);
+                    self.handle_events(dir, out);
                 }
             }
             Piece::Gap(n) => {
                 if let Some(p) = self.parsers[dir].as_mut() {
                     p.gap(n, ts, &mut self.events);
-                    self.handle_events(dir, m, out);
+                    self.handle_events(dir, out);
                 }
             }
         }
@@ -197,9 +202,9 @@ impl Http {
         end: Ts,
         response_bytes: u64,
         issue: Option<Issue>,
-        m: &Metrics,
-        out: &mut Vec<Record>,
+        out: &mut Out<'_>,
     ) {
+        let m = out.m;
         let client_i = self.client.unwrap_or(0);
         let issue = issue
             .or(req.as_ref().and_then(|r| r.issue))
@@ -216,10 +221,15 @@ impl Http {
             m.issue(i);
         }
         let (method, path, req_version, request_bytes) = match req {
-            Some(r) => (Some(r.head.method), Some(r.head.path), r.head.version, r.bytes),
+            Some(r) => (
+                Some(r.head.method),
+                Some(r.head.path),
+                r.head.version,
+                r.bytes,
+            ),
             None => (None, None, 1, 0),
         };
-        out.push(Record::Http(Exchange {
+        out.records.push(Record::Http(Exchange {
             start,
             end,
             client: self.addrs[client_i],
@@ -234,7 +244,7 @@ impl Http {
         }));
     }
 
-    fn handle_events(&mut self, dir: usize, m: &Metrics, out: &mut Vec<Record>) {
+    fn handle_events(&mut self, dir: usize, out: &mut Out<'_>) {
         let events = std::mem::take(&mut self.events);
         let role = self.role(dir);
         for ev in events.iter().cloned() {
@@ -244,7 +254,7 @@ impl Http {
                     if self.pending.len() >= MAX_PENDING {
                         let old = self.pending.pop_front();
                         let ts = old.as_ref().map_or(0, |p| p.head.ts);
-                        self.exchange(old, None, ts, 0, Some(Issue::NoResponse), m, out);
+                        self.exchange(old, None, ts, 0, Some(Issue::NoResponse), out);
                     }
                     self.pending.push_back(Pending {
                         head,
@@ -253,7 +263,11 @@ impl Http {
                         issue: None,
                     });
                 }
-                Event::Response { status, version, ts } => {
+                Event::Response {
+                    status,
+                    version,
+                    ts,
+                } => {
                     self.kind = Kind::Http;
                     self.response = Some((status, version, ts));
                 }
@@ -268,7 +282,7 @@ impl Http {
                     Role::Response => {
                         let req = self.pending.pop_front();
                         let resp = self.response.take();
-                        self.exchange(req, resp, ts, bytes, issue, m, out);
+                        self.exchange(req, resp, ts, bytes, issue, out);
                     }
                 },
                 Event::NotHttp => {
@@ -292,21 +306,25 @@ impl Http {
     }
 
     /// The connection is gone: report what is still open in it.
-    fn close(&mut self, ts: Ts, issue: Issue, m: &Metrics, out: &mut Vec<Record>) {
+    fn close(&mut self, ts: Ts, issue: Issue, out: &mut Out<'_>) {
         if self.kind != Kind::Plain {
             let client = self.client.unwrap_or(0);
             // The request side first, so a request cut short is marked before it is paired.
             for dir in [client, 1 - client] {
                 if let Some(p) = self.parsers[dir].as_mut() {
                     p.finish(ts, issue, &mut self.events);
-                    self.handle_events(dir, m, out);
+                    self.handle_events(dir, out);
                 }
             }
         }
         while let Some(req) = self.pending.pop_front() {
             let resp = self.response.take();
-            let why = if resp.is_some() { issue } else { Issue::NoResponse };
-            self.exchange(Some(req), resp, ts, 0, Some(why), m, out);
+            let why = if resp.is_some() {
+                issue
+            } else {
+                Issue::NoResponse
+            };
+            self.exchange(Some(req), resp, ts, 0, Some(why), out);
         }
     }
 }
@@ -422,14 +440,14 @@ impl FlowTable {
         if !seg.payload.is_empty() {
             let syn_seen = flow.streams[dir].syn;
             let limits = self.limits;
-            let m = &self.metrics;
+            let mut sink = Out {
+                m: &self.metrics,
+                records: out,
+            };
             let Flow { streams, http, .. } = flow;
-            streams[dir].segment(
-                seg.seq,
-                seg.payload,
-                limits.flow_buffer,
-                &mut |piece| http.piece(dir, piece, syn_seen, ts, &limits, m, out),
-            );
+            streams[dir].segment(seg.seq, seg.payload, limits.flow_buffer, &mut |piece| {
+                http.piece(dir, piece, syn_seen, ts, &limits, &mut sink)
+            });
         }
         if seg.fin {
             flow.streams[dir].fin = true;
@@ -477,13 +495,16 @@ impl FlowTable {
             _ => Issue::Closed,
         };
         let limits = self.limits;
-        let m = &self.metrics;
+        let mut sink = Out {
+            m: &self.metrics,
+            records: out,
+        };
         let Flow { streams, http, .. } = &mut flow;
         for (dir, stream) in streams.iter_mut().enumerate() {
             let syn_seen = stream.syn;
-            stream.flush(&mut |piece| http.piece(dir, piece, syn_seen, ts, &limits, m, out));
+            stream.flush(&mut |piece| http.piece(dir, piece, syn_seen, ts, &limits, &mut sink));
         }
-        http.close(ts, issue, m, out);
+        http.close(ts, issue, &mut sink);
         self.metrics.flows_closed.inc();
         if flow.http.exchanges == 0 {
             out.push(flow.summary(ts, close));

@@ -59,7 +59,11 @@ pub struct RequestHead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Request(RequestHead),
-    Response { status: u16, version: u8, ts: Ts },
+    Response {
+        status: u16,
+        version: u8,
+        ts: Ts,
+    },
     /// The message whose head was reported last is complete (or given up on).
     End {
         bytes: u64,
@@ -82,12 +86,18 @@ pub struct Ctx {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex size; `ext` once past `;` or whitespace.
-    Size { size: u64, digits: u8, ext: bool },
+    Size {
+        size: u64,
+        digits: u8,
+        ext: bool,
+    },
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
     /// Trailer lines after the last chunk; `len` of the current line.
-    Trailer { len: usize },
+    Trailer {
+        len: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +173,10 @@ fn resync_point(role: Role, data: &[u8]) -> Option<usize> {
     };
     for hit in memchr::memmem::find_iter(data, marker) {
         let line = match role {
-            Role::Request => data[..hit].iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1),
+            Role::Request => data[..hit]
+                .iter()
+                .rposition(|&c| c == b'\n')
+                .map_or(0, |p| p + 1),
             Role::Response => hit + 1,
         };
         if line > 0 && looks_like_start(role, &data[line..]) {
@@ -498,7 +511,13 @@ impl Parser {
         }
     }
 
-    fn feed_chunked(&mut self, mut chunk: Chunk, data: &[u8], ts: Ts, out: &mut Vec<Event>) -> usize {
+    fn feed_chunked(
+        &mut self,
+        mut chunk: Chunk,
+        data: &[u8],
+        ts: Ts,
+        out: &mut Vec<Event>,
+    ) -> usize {
         let mut i = 0;
         while i < data.len() {
             match chunk {

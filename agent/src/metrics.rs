@@ -108,22 +108,78 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("whisperer");
-        r.register("packets", "Frames read from the capture", self.packets.clone());
-        r.register("bytes", "Bytes of the frames read (as on the wire)", self.bytes.clone());
-        r.register("undecoded_packets", "Frames that were not TCP over IPv4/IPv6", self.undecoded.clone());
-        r.register("dropped", "Things dropped instead of blocking or growing", self.drops.clone());
-        r.register("kernel_dropped_packets", "Packets the kernel dropped (libpcap ps_drop)", self.kernel_dropped.clone());
-        r.register("pcap_written_bytes", "Bytes written to pcapng files", self.pcap_bytes.clone());
+        r.register(
+            "packets",
+            "Frames read from the capture",
+            self.packets.clone(),
+        );
+        r.register(
+            "bytes",
+            "Bytes of the frames read (as on the wire)",
+            self.bytes.clone(),
+        );
+        r.register(
+            "undecoded_packets",
+            "Frames that were not TCP over IPv4/IPv6",
+            self.undecoded.clone(),
+        );
+        r.register(
+            "dropped",
+            "Things dropped instead of blocking or growing",
+            self.drops.clone(),
+        );
+        r.register(
+            "kernel_dropped_packets",
+            "Packets the kernel dropped (libpcap ps_drop)",
+            self.kernel_dropped.clone(),
+        );
+        r.register(
+            "pcap_written_bytes",
+            "Bytes written to pcapng files",
+            self.pcap_bytes.clone(),
+        );
         r.register("pcap_files", "pcapng files opened", self.pcap_files.clone());
-        r.register("http_exchanges", "HTTP/1.x exchanges reported", self.exchanges.clone());
-        r.register("http_issues", "Exchanges reported truncated or unparsed, by issue", self.issues.clone());
-        r.register("flows_closed", "TCP flows closed (any reason)", self.flows_closed.clone());
-        r.register("flows_open", "TCP flows being tracked", self.flows_open.clone());
-        r.register("reassembly_bytes", "Memory held by the flow table", self.reassembly_bytes.clone());
-        r.register("flow_evictions", "Flows evicted to keep memory bounded", self.evictions.clone());
+        r.register(
+            "http_exchanges",
+            "HTTP/1.x exchanges reported",
+            self.exchanges.clone(),
+        );
+        r.register(
+            "http_issues",
+            "Exchanges reported truncated or unparsed, by issue",
+            self.issues.clone(),
+        );
+        r.register(
+            "flows_closed",
+            "TCP flows closed (any reason)",
+            self.flows_closed.clone(),
+        );
+        r.register(
+            "flows_open",
+            "TCP flows being tracked",
+            self.flows_open.clone(),
+        );
+        r.register(
+            "reassembly_bytes",
+            "Memory held by the flow table",
+            self.reassembly_bytes.clone(),
+        );
+        r.register(
+            "flow_evictions",
+            "Flows evicted to keep memory bounded",
+            self.evictions.clone(),
+        );
         r.register("records", "JSON lines written", self.records.clone());
-        r.register("control_polls", "Control API polls by result", self.polls.clone());
-        r.register("name_lookups", "Name lookups by result", self.lookups.clone());
+        r.register(
+            "control_polls",
+            "Control API polls by result",
+            self.polls.clone(),
+        );
+        r.register(
+            "name_lookups",
+            "Name lookups by result",
+            self.lookups.clone(),
+        );
     }
 
     pub fn drop(&self, what: Drop, n: u64) {
@@ -141,7 +197,9 @@ impl Metrics {
             I::NoRequest => IssueLabel::no_request,
             I::Evicted => IssueLabel::evicted,
         };
-        self.issues.get_or_create(&IssueLabels { issue: label }).inc();
+        self.issues
+            .get_or_create(&IssueLabels { issue: label })
+            .inc();
     }
 
     /// The value of one sample, for tests and the final log line.

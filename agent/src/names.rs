@@ -106,7 +106,10 @@ impl Names {
     }
 
     fn count(&self, result: LookupResult) {
-        self.metrics.lookups.get_or_create(&LookupLabels { result }).inc();
+        self.metrics
+            .lookups
+            .get_or_create(&LookupLabels { result })
+            .inc();
     }
 
     fn remember(&mut self, ip: IpAddr, name: Option<Arc<str>>, ttl: Duration) {
@@ -162,7 +165,10 @@ impl Names {
             Ok(Err(hickory_resolver::net::NetError::Timeout)) | Err(_) => {
                 self.count(LookupResult::error);
                 if self.down_until.is_none() {
-                    tracing::warn!("DNS server does not answer PTR lookups; trying again in {}s", BACKOFF.as_secs());
+                    tracing::warn!(
+                        "DNS server does not answer PTR lookups; trying again in {}s",
+                        BACKOFF.as_secs()
+                    );
                 }
                 self.down_until = Some(Instant::now() + BACKOFF);
                 from_hosts
@@ -188,7 +194,10 @@ mod tests {
             "127.0.0.1 localhost\n::1 ip6-localhost\n# comment\n10.244.0.7\tweb-0\n10.96.0.50 collector.whisperer.test collector # alias\nff02::1 ip6-allnodes\nbogus line\n",
         );
         assert_eq!(h.len(), 2);
-        assert_eq!(h[&"10.244.0.7".parse::<IpAddr>().expect("ip")].as_ref(), "web-0");
+        assert_eq!(
+            h[&"10.244.0.7".parse::<IpAddr>().expect("ip")].as_ref(),
+            "web-0"
+        );
         assert_eq!(
             h[&"10.96.0.50".parse::<IpAddr>().expect("ip")].as_ref(),
             "collector.whisperer.test"

@@ -56,7 +56,12 @@ pub fn packet_block_len(caplen: usize) -> usize {
 }
 
 /// Writes one Enhanced Packet Block.
-pub fn write_packet(w: &mut impl Write, ts_ns: u64, data: &[u8], orig_len: u32) -> io::Result<usize> {
+pub fn write_packet(
+    w: &mut impl Write,
+    ts_ns: u64,
+    data: &[u8],
+    orig_len: u32,
+) -> io::Result<usize> {
     let total = packet_block_len(data.len());
     let mut head = [0u8; 28];
     head[0..4].copy_from_slice(&EPB.to_le_bytes());
@@ -84,7 +89,8 @@ mod tests {
         let shb_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
         assert_eq!(&h[shb_len - 4..shb_len], &h[4..8]);
         let mut out = Vec::new();
-        let n = write_packet(&mut out, 1_700_000_000_123_456_789, &[1, 2, 3, 4, 5], 60).expect("write");
+        let n =
+            write_packet(&mut out, 1_700_000_000_123_456_789, &[1, 2, 3, 4, 5], 60).expect("write");
         assert_eq!(n, out.len());
         assert_eq!(n, packet_block_len(5));
         assert_eq!(n % 4, 0);

@@ -120,12 +120,14 @@ impl Rotator {
     }
 
     fn file_name(&mut self, ts: Ts) -> PathBuf {
-        let t = jiff::Timestamp::from_nanosecond(i128::from(ts)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let t =
+            jiff::Timestamp::from_nanosecond(i128::from(ts)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         self.seq += 1;
         let stamp = t.strftime("%Y%m%dT%H%M%SZ");
-        self.cfg
-            .dir
-            .join(format!("{}-{stamp}-{:04}.pcapng", self.cfg.prefix, self.seq))
+        self.cfg.dir.join(format!(
+            "{}-{stamp}-{:04}.pcapng",
+            self.cfg.prefix, self.seq
+        ))
     }
 
     fn open(&mut self, ts: Ts) -> std::io::Result<()> {
@@ -265,7 +267,10 @@ mod tests {
 
     fn total(dir: &Path) -> (usize, u64) {
         let files: Vec<_> = std::fs::read_dir(dir).expect("dir").flatten().collect();
-        let bytes = files.iter().map(|f| f.metadata().expect("meta").len()).sum();
+        let bytes = files
+            .iter()
+            .map(|f| f.metadata().expect("meta").len())
+            .sum();
         (files.len(), bytes)
     }
 

@@ -54,7 +54,13 @@ fn file_prefix(pod: Option<&str>) -> String {
         Some(p) => {
             let clean: String = p
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .take(100)
                 .collect();
             format!("whisperer-{clean}")
@@ -185,10 +191,20 @@ pub async fn run(args: Args, contract: Contract) -> Result<StopReason, RunError>
         )
     };
     let collector = match &args.collector {
-        Some(url) => Some(Collector::start(url.clone(), control::https_client(None)?, metrics.clone())),
+        Some(url) => Some(Collector::start(
+            url.clone(),
+            control::https_client(None)?,
+            metrics.clone(),
+        )),
         None => None,
     };
-    let writer = tokio::spawn(emit::run(rx, names, std::io::stdout(), collector, metrics.clone()));
+    let writer = tokio::spawn(emit::run(
+        rx,
+        names,
+        std::io::stdout(),
+        collector,
+        metrics.clone(),
+    ));
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel(4);
     match (&contract.control_url, &contract.control_token) {
@@ -210,7 +226,9 @@ pub async fn run(args: Args, contract: Contract) -> Result<StopReason, RunError>
                 ctl_tx,
             ));
         }
-        (Some(_), None) => tracing::warn!("WHISPERER_CONTROL_URL without WHISPERER_CONTROL_TOKEN; not polling"),
+        (Some(_), None) => {
+            tracing::warn!("WHISPERER_CONTROL_URL without WHISPERER_CONTROL_TOKEN; not polling")
+        }
         _ => drop(ctl_tx),
     }
     if let Some(addr) = args.metrics_listen {

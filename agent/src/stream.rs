@@ -198,7 +198,10 @@ mod tests {
         s.segment(21, &[2; 10], 25, &mut f);
         s.segment(31, &[3; 10], 25, &mut f);
         s.segment(41, &[4; 10], 25, &mut f);
-        assert_eq!(events, ["data 10", "gap 10", "data 10", "data 10", "data 10"]);
+        assert_eq!(
+            events,
+            ["data 10", "gap 10", "data 10", "data 10", "data 10"]
+        );
         assert_eq!(s.mem(), 0);
     }
 

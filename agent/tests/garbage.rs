@@ -57,7 +57,12 @@ fn drive(frames: &[Vec<u8>], link: Link) -> Vec<Record> {
         if let Decoded::Tcp(seg) = decode(link, f) {
             table.segment(&seg, f.len() as u32, i as u64 * 1_000, &mut out);
         }
-        assert!(table.mem() <= l.memory, "reassembly memory {} over {}", table.mem(), l.memory);
+        assert!(
+            table.mem() <= l.memory,
+            "reassembly memory {} over {}",
+            table.mem(),
+            l.memory
+        );
         assert!(table.len() <= l.max_flows);
     }
     table.sweep(u64::MAX / 2, &mut out);
@@ -217,7 +222,10 @@ fn ten_megabyte_header() {
     let mut req = b"GET /huge HTTP/1.1\r\nX-Huge: ".to_vec();
     req.extend(std::iter::repeat_n(b'h', 10 << 20));
     req.extend_from_slice(b"\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
-    let mut frames = vec![frame(40000, 80, 100, 1, b""), frame(80, 40000, 900, 1 | 8, b"")];
+    let mut frames = vec![
+        frame(40000, 80, 100, 1, b""),
+        frame(80, 40000, 900, 1 | 8, b""),
+    ];
     for (i, chunk) in req.chunks(1460).enumerate() {
         frames.push(frame(40000, 80, 101 + (i * 1460) as u32, 8, chunk));
     }
@@ -246,11 +254,20 @@ fn half_open_at_deadline() {
         frame(40000, 80, 100, 1, b""),
         frame(80, 40000, 900, 1 | 8, b""),
         frame(40000, 80, 101, 8, b"GET /never HTTP/1.1\r\n\r\n"),
-        frame(80, 40000, 901, 8, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart"),
+        frame(
+            80,
+            40000,
+            901,
+            8,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart",
+        ),
     ];
     let out = drive(&frames, Link::Ethernet);
-    assert!(matches!(
-        &out[..],
-        [Record::Http(e)] if e.path.as_deref() == Some("/never") && e.status == Some(200) && e.issue.is_some()
-    ), "{out:?}");
+    assert!(
+        matches!(
+            &out[..],
+            [Record::Http(e)] if e.path.as_deref() == Some("/never") && e.status == Some(200) && e.issue.is_some()
+        ),
+        "{out:?}"
+    );
 }

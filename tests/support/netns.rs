@@ -99,7 +99,10 @@ impl Topology {
         quiet(&node_ns);
         ipn(&node_ns, &["link", "set", "lo", "up"]);
         ipn(&node_ns, &["link", "add", "br0", "type", "bridge"]);
-        ipn(&node_ns, &["addr", "add", &format!("{prefix}.1/24"), "dev", "br0"]);
+        ipn(
+            &node_ns,
+            &["addr", "add", &format!("{prefix}.1/24"), "dev", "br0"],
+        );
         ipn(&node_ns, &["link", "set", "br0", "up"]);
         let mut topo = topo_guard;
         for i in 0..pods {
@@ -111,7 +114,9 @@ impl Topology {
             let peer = format!("v{i}");
             ipn(
                 &node_ns,
-                &["link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+                &[
+                    "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
             );
             ipn(&node_ns, &["link", "set", &peer, "master", "br0"]);
             ipn(&node_ns, &["link", "set", &peer, "up"]);

@@ -1,5 +1,13 @@
 use super::*;
 
+/// method, path, status, issue of one exchange.
+type Seen = (
+    Option<String>,
+    Option<String>,
+    Option<u16>,
+    Option<&'static str>,
+);
+
 const C: &str = "10.0.0.1:40000";
 const S: &str = "10.0.0.2:80";
 
@@ -24,7 +32,9 @@ impl Conn {
         let d = usize::from(!from_client);
         let (src, dst) = if from_client { (C, S) } else { (S, C) };
         self.send_at(d, src, dst, self.seq[d], flags, payload);
-        self.seq[d] = self.seq[d].wrapping_add(payload.len() as u32 + u32::from(flags.contains('S') || flags.contains('F')));
+        self.seq[d] = self.seq[d].wrapping_add(
+            payload.len() as u32 + u32::from(flags.contains('S') || flags.contains('F')),
+        );
     }
 
     fn send_at(&mut self, _d: usize, src: &str, dst: &str, seq: u32, flags: &str, payload: &[u8]) {
@@ -39,7 +49,8 @@ impl Conn {
             rst: flags.contains('R'),
             payload,
         };
-        self.table.segment(&seg, payload.len() as u32 + 54, self.ts, &mut self.out);
+        self.table
+            .segment(&seg, payload.len() as u32 + 54, self.ts, &mut self.out);
     }
 
     fn handshake(&mut self) {
@@ -53,7 +64,7 @@ impl Conn {
         self.send(false, "FA", b"");
     }
 
-    fn http(&self) -> Vec<(Option<String>, Option<String>, Option<u16>, Option<&'static str>)> {
+    fn http(&self) -> Vec<Seen> {
         self.out
             .iter()
             .filter_map(|r| match r {
@@ -69,7 +80,16 @@ impl Conn {
     }
 }
 
-fn ex(m: &str, p: &str, s: u16) -> (Option<String>, Option<String>, Option<u16>, Option<&'static str>) {
+fn ex(
+    m: &str,
+    p: &str,
+    s: u16,
+) -> (
+    Option<String>,
+    Option<String>,
+    Option<u16>,
+    Option<&'static str>,
+) {
     (Some(m.into()), Some(p.into()), Some(s), None)
 }
 
@@ -78,7 +98,11 @@ fn one_exchange_with_sizes_and_names_of_ends() {
     let mut c = Conn::new(Limits::default());
     c.handshake();
     c.send(true, "PA", b"GET /hello HTTP/1.1\r\nHost: s\r\n\r\n");
-    c.send(false, "PA", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    c.send(
+        false,
+        "PA",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    );
     c.fin();
     assert_eq!(c.http(), [ex("GET", "/hello", 200)]);
     let Record::Http(e) = &c.out[0] else { panic!() };
@@ -94,14 +118,35 @@ fn one_exchange_with_sizes_and_names_of_ends() {
 fn pipelined_and_keep_alive_pair_in_order() {
     let mut c = Conn::new(Limits::default());
     c.handshake();
-    c.send(true, "PA", b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n");
+    c.send(
+        true,
+        "PA",
+        b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
+    );
     c.send(false, "PA", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nAHTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
-    c.send(false, "PA", b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
-    c.send(true, "PA", b"POST /d HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
-    c.send(false, "PA", b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    c.send(
+        false,
+        "PA",
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    c.send(
+        true,
+        "PA",
+        b"POST /d HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    c.send(
+        false,
+        "PA",
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_eq!(
         c.http(),
-        [ex("GET", "/a", 200), ex("HEAD", "/b", 200), ex("GET", "/c", 404), ex("POST", "/d", 201)]
+        [
+            ex("GET", "/a", 200),
+            ex("HEAD", "/b", 200),
+            ex("GET", "/c", 404),
+            ex("POST", "/d", 201)
+        ]
     );
 }
 
@@ -115,11 +160,20 @@ fn reordered_segments_and_a_reset_mid_response() {
     c.send_at(0, C, S, s0 + 10, "PA", &req[10..]);
     c.send_at(0, C, S, s0, "PA", &req[..10]);
     c.seq[0] += req.len() as u32;
-    c.send(false, "PA", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial");
+    c.send(
+        false,
+        "PA",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial",
+    );
     c.send(false, "R", b"");
     assert_eq!(
         c.http(),
-        [(Some("GET".into()), Some("/slow".into()), Some(200), Some("closed"))]
+        [(
+            Some("GET".into()),
+            Some("/slow".into()),
+            Some(200),
+            Some("closed")
+        )]
     );
 }
 
@@ -148,7 +202,12 @@ fn a_request_without_response_is_reported_at_shutdown() {
     c.table.close_all(ts, &mut c.out);
     assert_eq!(
         c.http(),
-        [(Some("GET".into()), Some("/pending".into()), None, Some("no_response"))]
+        [(
+            Some("GET".into()),
+            Some("/pending".into()),
+            None,
+            Some("no_response")
+        )]
     );
 }
 
@@ -172,7 +231,13 @@ fn idle_flows_are_swept() {
     let later = c.ts + 10_000;
     c.table.sweep(later, &mut c.out);
     assert_eq!(c.table.len(), 0);
-    assert!(matches!(c.out[..], [Record::Flow(FlowSummary { close: Close::Idle, .. })]));
+    assert!(matches!(
+        c.out[..],
+        [Record::Flow(FlowSummary {
+            close: Close::Idle,
+            ..
+        })]
+    ));
 }
 
 #[test]
@@ -187,7 +252,9 @@ fn memory_cap_evicts_oldest_flows() {
     let mut out = Vec::new();
     let chunk = vec![b'x'; 1400];
     for i in 0..200u16 {
-        let src: SocketAddr = format!("10.0.1.{}:{}", i % 250, 1000 + i).parse().expect("addr");
+        let src: SocketAddr = format!("10.0.1.{}:{}", i % 250, 1000 + i)
+            .parse()
+            .expect("addr");
         let dst: SocketAddr = "10.0.0.2:80".parse().expect("addr");
         // Out-of-order data only: every byte waits in the buffer.
         for k in 1..40u32 {
@@ -207,11 +274,15 @@ fn memory_cap_evicts_oldest_flows() {
     }
     assert!(
         m.evictions
-            .get_or_create(&EvictionLabels { reason: Eviction::memory })
+            .get_or_create(&EvictionLabels {
+                reason: Eviction::memory
+            })
             .get()
             > 0
     );
-    assert!(out.iter().any(|r| matches!(r, Record::Flow(f) if f.close == Close::Evicted)));
+    assert!(out
+        .iter()
+        .any(|r| matches!(r, Record::Flow(f) if f.close == Close::Evicted)));
 }
 
 #[test]

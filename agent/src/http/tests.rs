@@ -49,7 +49,11 @@ fn pipelined_requests_at_every_split() {
     for step in 1..data.len() {
         let mut p = Parser::new(Role::Request, 1024);
         let ev = run(&mut p, data, step, Ctx::default());
-        assert_eq!(methods(&ev), ["GET /a", "POST /b", "PUT /c?q=1"], "step {step}");
+        assert_eq!(
+            methods(&ev),
+            ["GET /a", "POST /b", "PUT /c?q=1"],
+            "step {step}"
+        );
         assert_eq!(
             ends(&ev),
             [(28, None), (44, None), (64, None)],
@@ -90,12 +94,22 @@ fn head_response_has_no_body_and_interim_is_skipped() {
 #[test]
 fn until_close_body_ends_at_finish() {
     let mut p = Parser::new(Role::Response, 1024);
-    let mut ev = run(&mut p, b"HTTP/1.0 200 OK\r\n\r\nsome body", 4, Ctx::default());
+    let mut ev = run(
+        &mut p,
+        b"HTTP/1.0 200 OK\r\n\r\nsome body",
+        4,
+        Ctx::default(),
+    );
     assert!(ends(&ev).is_empty());
     p.finish(9, Issue::Closed, &mut ev);
     assert_eq!(ends(&ev), [(28, None)]);
     let mut p = Parser::new(Role::Response, 1024);
-    let mut ev = run(&mut p, b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", 4, Ctx::default());
+    let mut ev = run(
+        &mut p,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort",
+        4,
+        Ctx::default(),
+    );
     p.finish(9, Issue::Closed, &mut ev);
     assert_eq!(ends(&ev), [(44, Some(Issue::Closed))]);
 }
@@ -117,7 +131,12 @@ fn switching_protocols_stops_parsing() {
 #[test]
 fn not_http_is_said_once() {
     let mut p = Parser::new(Role::Request, 1024);
-    let ev = run(&mut p, b"\x16\x03\x01\x02\x00 TLS hello and more", 3, Ctx::default());
+    let ev = run(
+        &mut p,
+        b"\x16\x03\x01\x02\x00 TLS hello and more",
+        3,
+        Ctx::default(),
+    );
     assert_eq!(ev, [Event::NotHttp]);
 }
 
@@ -146,9 +165,19 @@ fn header_too_large_is_bounded_and_reported() {
 #[test]
 fn gap_inside_a_body_keeps_sync() {
     let mut p = Parser::new(Role::Response, 1024);
-    let mut out = run(&mut p, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 100, Ctx::default());
+    let mut out = run(
+        &mut p,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        100,
+        Ctx::default(),
+    );
     p.gap(4, 2, &mut out);
-    let more = run(&mut p, b"xyzHTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", 100, Ctx::default());
+    let more = run(
+        &mut p,
+        b"xyzHTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+        100,
+        Ctx::default(),
+    );
     out.extend(more);
     assert_eq!(statuses(&out), [200, 500]);
     assert_eq!(ends(&out), [(49, Some(Issue::Gap)), (40, None)]);
