@@ -558,8 +558,9 @@ async fn inner_agent_in_pod_namespaces() {
     let tcpdump = Proc(
         e.web
             .command("tcpdump")
-            // Immediate mode: every packet is in the file when tcpdump is stopped.
-            .args(["-i", "any", "--immediate-mode", "-U", "-n", "-w"])
+            // Immediate mode: every packet is in the file when tcpdump is stopped; its ring
+            // then has one 256 KiB slot per packet, so make it large enough for the bursts.
+            .args(["-i", "any", "--immediate-mode", "-B", "32768", "-U", "-n", "-w"])
             .arg(&reference)
             .arg(format!("tcp port {HTTP_PORT}"))
             .stderr(std::fs::File::create(&tcpdump_log).expect("log"))
@@ -731,8 +732,9 @@ async fn inner_agent_in_pod_namespaces() {
             String::from_utf8_lossy(&out.stdout).to_string()
         };
         panic!(
-            "pcapng has {got} packets on port {HTTP_PORT}, tcpdump {expected}\n--- pcapng\n{}\n--- tcpdump\n{}",
+            "pcapng has {got} packets on port {HTTP_PORT}, tcpdump {expected}\n--- pcapng\n{}\n--- tcpdump ({})\n{}",
             list(&files[0]),
+            std::fs::read_to_string(&tcpdump_log).unwrap_or_default(),
             list(&reference)
         );
     }
