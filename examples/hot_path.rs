@@ -27,7 +27,8 @@ fn main() {
     };
     time("whole answer (webhook::answer)", &mut || {
         std::hint::black_box(
-            whisperer_injector::webhook::answer(&body, &settings).expect("answer"),
+            whisperer_injector::webhook::answer(&body, &settings, &Default::default())
+                .expect("answer"),
         );
     });
     time("scan body (IgnoredAny)", &mut || {
@@ -48,6 +49,7 @@ fn main() {
         sub_resource: None,
         namespace: "team-a",
         pod: Some(&pod),
+        pod_security: None,
     };
     time("decide", &mut || {
         std::hint::black_box(decide_admission(&subject, &settings));

@@ -110,10 +110,12 @@ pub struct ServeArgs {
     /// [default: https://whisperer-injector.<namespace>.svc:443].
     #[arg(long)]
     pub control_url: Option<String>,
-    /// Key (at least 32 bytes) that agent tokens are minted with; every replica needs the
-    /// same. Default: derived from --tls-key (replicas share the Secret), else random.
+    /// Directory holding the agent token keys: file `current` (at least 32 bytes; tokens are
+    /// minted with it) and optionally `previous` (still accepted), e.g. the Secret
+    /// `whisperer-agent-token-keys` mounted as a volume; reloaded when it changes. Every replica
+    /// needs the same keys. Without it: a random key of this process.
     #[arg(long)]
-    pub agent_token_key: Option<PathBuf>,
+    pub agent_token_keys: Option<PathBuf>,
     /// Run the reconciler (Attachments, backstop): auto = when cluster credentials are found
     /// (and, for the reconciler, the Attachment CRD is installed).
     #[arg(long, value_enum, default_value_t = Toggle::Auto)]
@@ -121,6 +123,14 @@ pub struct ServeArgs {
     /// Run the DNS proxy: auto = when cluster credentials are found.
     #[arg(long, value_enum, default_value_t = Toggle::Auto)]
     pub dns: Toggle,
+    /// Skip injection where the namespace's Pod Security `enforce` level forbids the
+    /// Whisperer (needs a namespace watch): auto = when cluster credentials are found.
+    #[arg(long, value_enum, default_value_t = Toggle::Auto)]
+    pub pod_security_check: Toggle,
+    /// Kubeconfig to reach the cluster with; default: $KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     pub dns_opts: DnsArgs,
     #[command(flatten)]

@@ -13,6 +13,12 @@ use k8s_openapi::api::core::v1::{
 };
 use serde::{Deserialize, Serialize};
 
+fn default_batch_owner_kinds() -> Vec<String> {
+    ["Job.batch", "Workflow.argoproj.io", "TaskRun.tekton.dev"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// Namespaces the injector never touches, whatever their labels say.
 pub const ALWAYS_DENIED: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
@@ -45,6 +51,11 @@ pub struct Config {
     pub default_profile: String,
     #[serde(default)]
     pub namespaces: NamespacePolicy,
+    /// Owners whose pods run to completion, as `Kind.group` (`Job.batch`,
+    /// `Workflow.argoproj.io`): `sidecarMode: auto` gives their pods the native sidecar, so a
+    /// classic sidecar does not keep them from finishing.
+    #[serde(default = "default_batch_owner_kinds")]
+    pub batch_owner_kinds: Vec<String>,
     pub profiles: BTreeMap<String, Profile>,
 }
 
@@ -105,6 +116,47 @@ pub struct Profile {
     /// Empty: any namespace the global policy allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_namespaces: Vec<String>,
+    /// Capture pods that share the node's network, PID or IPC namespace. Off: such a
+    /// Whisperer would record the node's traffic, not the workload's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_host_namespaces: bool,
+    /// Let Attachments capture pods annotated `whisperer.dev/inject: "false"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach_to_opted_out: bool,
+    /// What a pod may tune by annotation (`whisperer.dev/cpu`, `/memory`, `/filter`).
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    pub overrides: Overrides,
+}
+
+/// Per-pod overrides a profile allows; absent: the annotation is refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Overrides {
+    /// Range for `whisperer.dev/cpu` (the container's CPU request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<QuantityRange>,
+    /// Range for `whisperer.dev/memory` (request and limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<QuantityRange>,
+    /// Allow `whisperer.dev/filter` (a capture filter passed as `--filter`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub filter: bool,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self == &Overrides::default()
+    }
+}
+
+/// Inclusive bounds, as Kubernetes quantities (`100m`, `64Mi`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuantityRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
 }
 
 impl Profile {
@@ -115,19 +167,38 @@ impl Profile {
     }
 }
 
+/// User and group the agent image runs as (distroless `nonroot`).
+pub const AGENT_UID: i64 = 65532;
+
+/// The least privilege with which the agent still captures (see the shipped ConfigMap for
+/// the reason behind each field): NET_RAW alone, held by the agent binary as a file
+/// capability so it runs as non-root. `allowPrivilegeEscalation` is left unset on purpose:
+/// `false` sets no_new_privs, under which the kernel ignores file capabilities.
+pub fn hardened_security_context() -> SecurityContext {
+    SecurityContext {
+        capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+            add: Some(vec!["NET_RAW".into()]),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        run_as_non_root: Some(true),
+        run_as_user: Some(AGENT_UID),
+        run_as_group: Some(AGENT_UID),
+        read_only_root_filesystem: Some(true),
+        seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
 impl Default for Config {
     /// The built-in profile: lets `serve` run on a fresh machine with no file at all.
     fn default() -> Self {
         let profile = Profile {
             image: DEFAULT_IMAGE.to_string(),
             args: vec!["--interface".into(), "any".into()],
-            security_context: Some(SecurityContext {
-                capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
-                    add: Some(vec!["NET_RAW".into(), "NET_ADMIN".into()]),
-                    drop: Some(vec!["ALL".into()]),
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(hardened_security_context()),
             max_ttl_text: Some("24h".into()),
             max_ttl: Some(Duration::from_secs(24 * 3600)),
             ..Default::default()
@@ -135,6 +206,7 @@ impl Default for Config {
         Config {
             default_profile: "default".into(),
             namespaces: NamespacePolicy::default(),
+            batch_owner_kinds: default_batch_owner_kinds(),
             profiles: BTreeMap::from([("default".to_string(), profile)]),
         }
     }
@@ -194,6 +266,17 @@ impl Config {
             field,
             message: message.to_string(),
         };
+        for (i, k) in self.batch_owner_kinds.iter().enumerate() {
+            if !k
+                .split_once('.')
+                .is_some_and(|(kind, group)| !kind.is_empty() && !group.is_empty())
+            {
+                return Err(invalid(
+                    format!("batchOwnerKinds[{i}]"),
+                    &format!("{k:?} must be Kind.group, like Job.batch or Workflow.argoproj.io"),
+                ));
+            }
+        }
         if !self.profiles.contains_key(&self.default_profile) {
             return Err(invalid(
                 "defaultProfile".into(),
@@ -231,6 +314,25 @@ impl Config {
                         at(&format!("hostAliases[{i}].ip")),
                         "is not an IP address",
                     ));
+                }
+            }
+            if p.security_context.as_ref().and_then(|c| c.run_as_non_root) == Some(false) {
+                return Err(invalid(
+                    at("securityContext.runAsNonRoot"),
+                    "must not be false: it would override a pod that asked for non-root; leave it unset or true",
+                ));
+            }
+            for (field, range) in [("cpu", &p.overrides.cpu), ("memory", &p.overrides.memory)] {
+                let Some(range) = range else { continue };
+                for (end, q) in [("min", &range.min), ("max", &range.max)] {
+                    if let Some(q) = q {
+                        if crate::engine::overrides::quantity_value(q).is_none() {
+                            return Err(invalid(
+                                at(&format!("overrides.{field}.{end}")),
+                                &format!("{q:?} is not a Kubernetes quantity (like 100m or 64Mi)"),
+                            ));
+                        }
+                    }
                 }
             }
             for (i, e) in p.env.iter().enumerate() {
@@ -310,7 +412,7 @@ profiles:
     args: ["--interface", "any"]
     env: [{name: WHISPERER_LOG, value: info}]
     resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {memory: 128Mi}}
-    securityContext: {capabilities: {add: [NET_RAW, NET_ADMIN], drop: [ALL]}}
+    securityContext: {capabilities: {add: [NET_RAW], drop: [ALL]}}
     volumeMounts: [{name: whisperer-captures, mountPath: /captures}]
     volumes: [{name: whisperer-captures, emptyDir: {sizeLimit: 256Mi}}]
     hostAliases: [{ip: 10.96.0.50, hostnames: [collector.whisperer-system]}]
@@ -364,6 +466,24 @@ profiles:
                 "profiles.deep.containerName",
             ),
             (FULL.replace("maxTtl: 24h", "maxTtl: soon"), "maxTtl"),
+            (
+                FULL.replace("drop: [ALL]}", "drop: [ALL]}, runAsNonRoot: false"),
+                "profiles.default.securityContext.runAsNonRoot",
+            ),
+            (
+                FULL.replace(
+                    "maxTtl: 24h",
+                    "maxTtl: 24h\n    overrides: {cpu: {max: lots}}",
+                ),
+                "profiles.default.overrides.cpu.max",
+            ),
+            (
+                FULL.replace(
+                    "defaultProfile: default",
+                    "defaultProfile: default\nbatchOwnerKinds: [Job]",
+                ),
+                "batchOwnerKinds[0]",
+            ),
             (
                 FULL.replace("sidecarMode: auto", "sidecarMod: auto"),
                 "sidecarMod",

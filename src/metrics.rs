@@ -29,6 +29,7 @@ pub struct RequestLabels {
 pub enum ReloadKind {
     config,
     certificate,
+    agent_token_keys,
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]

@@ -14,6 +14,39 @@ pub async fn watch_files<F>(
     paths: Vec<PathBuf>,
     interval: Duration,
     loaded: Vec<Vec<u8>>,
+    on_change: F,
+) where
+    F: FnMut(Vec<Vec<u8>>) + Send,
+{
+    watch(paths, Missing::Wait, interval, loaded, on_change).await;
+}
+
+/// As [`watch_files`], but a missing file reads as empty (an optional Secret key that a
+/// rotation adds or removes).
+pub async fn watch_files_allow_missing<F>(
+    paths: Vec<PathBuf>,
+    interval: Duration,
+    loaded: Vec<Vec<u8>>,
+    on_change: F,
+) where
+    F: FnMut(Vec<Vec<u8>>) + Send,
+{
+    watch(paths, Missing::Empty, interval, loaded, on_change).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Retry on the next tick.
+    Wait,
+    /// Read as empty contents.
+    Empty,
+}
+
+async fn watch<F>(
+    paths: Vec<PathBuf>,
+    missing: Missing,
+    interval: Duration,
+    loaded: Vec<Vec<u8>>,
     mut on_change: F,
 ) where
     F: FnMut(Vec<Vec<u8>>) + Send,
@@ -23,7 +56,7 @@ pub async fn watch_files<F>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let contents = read_all(&paths).await;
+        let contents = read_all(&paths, missing).await;
         let now = digest(&contents);
         if now.is_some() && now != last {
             last = now;
@@ -34,11 +67,14 @@ pub async fn watch_files<F>(
     }
 }
 
-async fn read_all(paths: &[PathBuf]) -> Option<Vec<Vec<u8>>> {
+async fn read_all(paths: &[PathBuf], missing: Missing) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
         match tokio::fs::read(p).await {
             Ok(bytes) => out.push(bytes),
+            Err(e) if missing == Missing::Empty && e.kind() == std::io::ErrorKind::NotFound => {
+                out.push(Vec::new())
+            }
             Err(e) => {
                 tracing::warn!(path = %p.display(), error = %e, "cannot read watched file");
                 return None;

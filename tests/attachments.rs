@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use support::{poll_until, ControlPlane};
 use whisperer_injector::config::Config;
-use whisperer_injector::control::TokenKey;
+use whisperer_injector::control::{TokenKey, TokenKeys};
 use whisperer_injector::engine::Settings;
 use whisperer_injector::reconciler::{
     self, crd_yaml, Attachment, AttachmentSpec, Phase, PodState, ReconcilerArgs, ReconcilerHandle,
@@ -417,7 +417,9 @@ async fn deployment_replicas_replacements_generations_and_detach() {
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[("injection", "enabled")]).await;
     let _kubelet = Kubelet::start(&client, &ns).await;
-    let key = TokenKey::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec());
+    let key = TokenKeys::single(TokenKey::from_bytes(
+        b"0123456789abcdef0123456789abcdef".to_vec(),
+    ));
     let agent_env = reconciler::control_api_env(
         "https://whisperer-injector.whisperer-system.svc:8443",
         key.clone(),
@@ -838,7 +840,7 @@ async fn ttl_namespaces_and_pod_security() {
     })
     .await;
 
-    // Pod Security "baseline" forbids NET_ADMIN: a typed refusal per pod, after a dry run.
+    // Pod Security "baseline" forbids adding NET_RAW: a typed refusal per pod, after a dry run.
     create(&client, &strict, &plain_pod("guarded", "guarded", &[])).await;
     create(
         &client,
@@ -853,10 +855,7 @@ async fn ttl_namespaces_and_pod_security() {
     .await;
     assert_eq!(entry.reason.as_deref(), Some("PodSecurity"));
     let msg = entry.message.unwrap_or_default();
-    assert!(
-        msg.contains("baseline") && msg.contains("NET_ADMIN"),
-        "{msg}"
-    );
+    assert!(msg.contains("baseline") && msg.contains("NET_RAW"), "{msg}");
     assert!(
         r.sample(
             "whisperer_ephemeral_patches_total",
@@ -1026,4 +1025,75 @@ async fn leader_election_only_the_holder_patches() {
         .await
         .expect("own namespace");
     assert!(ns_obj.metadata.name.is_some());
+}
+
+/// Who may be captured: a hostNetwork DaemonSet's pod and an opted-out pod get no Whisperer
+/// (the status says why), a dotted Attachment name still attaches.
+#[tokio::test]
+async fn host_network_and_opted_out_pods_are_refused_dotted_names_attach() {
+    let cp = ControlPlane::start_with_controllers().await;
+    let client = cp.client();
+    support::install_attachment_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[]).await;
+    let _kubelet = Kubelet::start(&client, &ns).await;
+    let r = Reconciler::start(&client, shared(Config::default(), &own), &own, &fast_args()).await;
+
+    let mut template = pod_template("nodecap");
+    template["spec"]["hostNetwork"] = json!(true);
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": { "name": "nodecap" },
+        "spec": { "selector": { "matchLabels": { "app": "nodecap" } }, "template": template }
+    }))
+    .expect("daemonset json");
+    create(&client, &ns, &ds).await;
+    create(
+        &client,
+        &ns,
+        &plain_pod("private", "private", &[("whisperer.dev/inject", "false")]),
+    )
+    .await;
+    create(&client, &ns, &plain_pod("web", "web", &[])).await;
+    create(
+        &client,
+        &ns,
+        &attachment("node", Some((TargetKind::DaemonSet, "nodecap")), None, None),
+    )
+    .await;
+    create(
+        &client,
+        &ns,
+        &attachment("peek", Some((TargetKind::Pod, "private")), None, None),
+    )
+    .await;
+    create(
+        &client,
+        &ns,
+        &attachment("release.v2", Some((TargetKind::Pod, "web")), None, None),
+    )
+    .await;
+
+    let dotted = whisperer_injector::engine::ephemeral_container_name("release.v2", 1);
+    wait_attached(&client, &ns, "release.v2", "web", &dotted, 1).await;
+    for (att, app, reason, words) in [
+        ("node", "nodecap", "host-namespaces", "hostNetwork"),
+        ("peek", "private", "opted-out", "whisperer.dev/inject"),
+    ] {
+        let entry = poll_until(WAIT, &format!("{att} refused with {reason}"), || async {
+            let st = get_attachment(&client, &ns, att).await?.status?;
+            st.pods
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        })
+        .await;
+        let msg = entry.message.unwrap_or_default();
+        assert!(msg.contains(words), "{att}: {msg}");
+        let pods = live_pods(&client, &ns, app).await;
+        assert_eq!(pods.len(), 1, "{app}");
+        assert!(
+            ephemeral_names(&pods[0]).is_empty(),
+            "{app} must get no ephemeral container"
+        );
+    }
+    r.shutdown().await;
 }

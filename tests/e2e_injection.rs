@@ -283,3 +283,128 @@ async fn workload_controllers_get_injected_pods() {
     assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
     assert_eq!(spec.containers.len(), 1, "the Job's own container only");
 }
+
+/// Creates a pod with a raw request, so the API server's `Warning` headers can be read.
+async fn create_with_warnings(
+    client: &kube::Client,
+    ns: &str,
+    pod: &Pod,
+    dry_run: bool,
+) -> (u16, Vec<String>, serde_json::Value) {
+    let query = if dry_run { "?dryRun=All" } else { "" };
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods{query}"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(pod).expect("pod json"))
+        .expect("request");
+    let resp = client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    let warnings = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        warnings,
+        serde_json::from_slice(&body).unwrap_or_default(),
+    )
+}
+
+/// In a namespace enforcing Pod Security `restricted`, an opted-in pod is created without the
+/// Whisperer (whose NET_RAW the level forbids) and the creator is told why, instead of the
+/// API server refusing the pod after our patch.
+#[tokio::test]
+async fn pod_security_level_skips_injection_and_never_fails_creation() {
+    let cp = ControlPlane::start().await;
+    let probe = cp.namespace(&[("injection", "enabled")]).await;
+    let strict = cp
+        .namespace(&[
+            ("injection", "enabled"),
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+        ])
+        .await;
+    let kubeconfig = cp.kubeconfig_path().display().to_string();
+    let mut injector = start_and_register(
+        &cp,
+        &probe,
+        &["--pod-security-check", "on", "--kubeconfig", &kubeconfig],
+    )
+    .await;
+    // With credentials the injector reads the API server's real version (the native-sidecar
+    // guard uses it).
+    let version = injector
+        .running
+        .as_ref()
+        .expect("running")
+        .state
+        .settings
+        .load()
+        .server_version;
+    let want: Vec<u32> = support::KUBERNETES_VERSION
+        .trim_start_matches('v')
+        .split('.')
+        .take(2)
+        .map(|n| n.parse().expect("number"))
+        .collect();
+    assert_eq!(version, Some((want[0], want[1])));
+    // A pod the restricted level admits on its own.
+    let mut app = pod("restricted-app", true);
+    let spec = app.spec.as_mut().expect("spec");
+    spec.security_context = Some(
+        serde_json::from_value(json!({
+            "runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}
+        }))
+        .expect("pod security context"),
+    );
+    spec.containers[0].security_context = Some(
+        serde_json::from_value(json!({
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
+        }))
+        .expect("container security context"),
+    );
+
+    let client = cp.client();
+    // The injector learns the namespace's level from its watch: wait with side-effect-free
+    // dry runs until it answers with the pod-security skip.
+    poll_until(
+        Duration::from_secs(20),
+        "the injector to know the namespace's Pod Security level",
+        || {
+            let (client, strict, app) = (client.clone(), strict.clone(), app.clone());
+            async move {
+                let (status, warnings, _) =
+                    create_with_warnings(&client, &strict, &app, true).await;
+                (status == 201 && warnings.iter().any(|w| w.contains("pod-security"))).then_some(())
+            }
+        },
+    )
+    .await;
+    let (status, warnings, stored) = create_with_warnings(&client, &strict, &app, false).await;
+    assert_eq!(status, 201, "created: {stored}");
+    let stored: Pod = serde_json::from_value(stored).expect("stored pod");
+    assert_eq!(whisperer_count(&stored), 0, "not injected");
+    assert!(marker(&stored).is_none());
+    let warning = warnings
+        .iter()
+        .find(|w| w.contains("pod-security"))
+        .unwrap_or_else(|| panic!("a pod-security warning in {warnings:?}"));
+    assert!(
+        warning.contains("restricted") && warning.contains("NET_RAW"),
+        "{warning}"
+    );
+
+    // The same pod in a namespace without a level is injected.
+    let (status, _, stored) = create_with_warnings(&client, &probe, &app, false).await;
+    assert_eq!(status, 201);
+    let stored: Pod = serde_json::from_value(stored).expect("stored pod");
+    assert!(has_whisperer(&stored));
+    injector.stop().await;
+}

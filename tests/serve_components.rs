@@ -16,6 +16,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{poll_until, ControlPlane};
 use whisperer_injector::cli::ServeArgs;
+use whisperer_injector::control::TokenKey;
+use whisperer_injector::metrics::{ReloadKind, ReloadLabels, ReloadResult};
 use whisperer_injector::reconciler::Attachment;
 
 async fn ask(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
@@ -102,7 +104,15 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, config("10.96.0.50")).expect("write");
     let cfg_s = cfg.display().to_string();
+    let keys = dir.path().join("agent-keys");
+    std::fs::create_dir(&keys).expect("mkdir");
+    let key_a = "a".repeat(32) + "-first-key";
+    let key_b = "b".repeat(32) + "-second-key";
+    std::fs::write(keys.join("current"), &key_a).expect("write");
+    let keys_s = keys.display().to_string();
     let args = ServeArgs::from_flags([
+        "--agent-token-keys",
+        &keys_s,
         "--listen",
         &listen,
         "--dns",
@@ -231,6 +241,82 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
     assert_eq!((bad, ghost), (401, 401));
     assert_eq!(bad_body, ghost_body);
 
+    // Key rotation: the old current key moves to previous, a new one becomes current. The
+    // token minted before keeps working; new attachments get tokens of the new key.
+    let uid = env_of(&attached, "whisperer-debug", "WHISPERER_ATTACHMENT_UID")
+        .expect("attachment uid in the env");
+    let minted_with =
+        |key: &str| TokenKey::from_bytes(key.as_bytes().to_vec()).mint(&ns, "debug", &uid);
+    assert_eq!(token, minted_with(&key_a), "minted with the current key");
+    let key_reloads = || {
+        running
+            .state
+            .metrics
+            .reloads
+            .get_or_create(&ReloadLabels {
+                kind: ReloadKind::agent_token_keys,
+                result: ReloadResult::success,
+            })
+            .get()
+    };
+    // One file at a time, each change seen by one reload (a Secret volume swaps both at once).
+    std::fs::write(keys.join("previous"), &key_a).expect("write");
+    poll_until(Duration::from_secs(10), "previous to load", || async {
+        (key_reloads() >= 1).then_some(())
+    })
+    .await;
+    std::fs::write(keys.join("current"), &key_b).expect("write");
+    poll_until(
+        Duration::from_secs(10),
+        "the new current key to load",
+        || async { (key_reloads() >= 2).then_some(()) },
+    )
+    .await;
+    attachments
+        .create(&PostParams::default(), &make("after-rotation", "1h"))
+        .await
+        .expect("create");
+    let rotated = poll_until(Duration::from_secs(30), "a token of the new key", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("web-0").await.ok()?;
+            env_of(&p, "whisperer-after-rotation", "WHISPERER_CONTROL_TOKEN").zip(env_of(
+                &p,
+                "whisperer-after-rotation",
+                "WHISPERER_ATTACHMENT_UID",
+            ))
+        }
+    })
+    .await;
+    let new_uid = rotated.1.clone();
+    assert_eq!(
+        rotated.0,
+        TokenKey::from_bytes(key_b.as_bytes().to_vec()).mint(&ns, "after-rotation", &new_uid),
+        "attachments made after the reload get tokens of the new current key"
+    );
+    let (status, verdict) = agent_asks(&ca, &url, &token).await;
+    assert_eq!(
+        (status, &verdict["action"]),
+        (200, &json!("run")),
+        "{verdict}"
+    );
+    // Dropping previous ends the old tokens.
+    std::fs::remove_file(keys.join("previous")).expect("rm");
+    poll_until(
+        Duration::from_secs(10),
+        "the old token to be refused",
+        || {
+            let (ca, url, token) = (ca.clone(), url.clone(), token.clone());
+            async move { (agent_asks(&ca, &url, &token).await.0 == 401).then_some(()) }
+        },
+    )
+    .await;
+    let rotated_url = url.replace("/attachments/debug/", "/attachments/after-rotation/");
+    let rotated_url = rotated_url.replace(&format!("/{uid}"), &format!("/{new_uid}"));
+    assert_eq!(agent_asks(&ca, &rotated_url, &rotated.0).await.0, 200);
+    // The rest speaks for the attachment made after the rotation.
+    let (url, token) = (rotated_url, rotated.0);
+
     // /status lists the attachment and its pod.
     let report = conn.get("/status").await.json();
     let listed = report["attachments"].as_array().expect("attachments");
@@ -243,7 +329,7 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
 
     // Detach: deleting the Attachment turns the answer into stop.
     attachments
-        .delete("debug", &Default::default())
+        .delete("after-rotation", &Default::default())
         .await
         .expect("delete");
     poll_until(

@@ -32,8 +32,13 @@ pub enum AppError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
-    #[error("cannot reach Kubernetes (needed by --reconciler on / --dns on): {0}")]
+    #[error("cannot reach Kubernetes (needed by --reconciler on / --dns on / --pod-security-check on): {0}")]
     Kube(#[from] kube::Error),
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
     #[error(transparent)]
     Reconciler(crate::reconciler::ReconcilerError),
     #[error(transparent)]
@@ -85,9 +90,13 @@ pub(crate) fn settings_for(cfg: Config, args: &ServeArgs) -> Settings {
 
 /// Cluster credentials for the components that watch the API, per their toggles.
 async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppError> {
-    let toggles = [args.reconciler, args.dns];
+    let toggles = [args.reconciler, args.dns, args.pod_security_check];
     if toggles.iter().all(|t| *t == Toggle::Off) {
         return Ok(None);
+    }
+    // A kubeconfig the user named must work; only the implicit search may come up empty.
+    if let Some(path) = &args.kubeconfig {
+        return kubeconfig_client(path).await.map(Some);
     }
     match kube::Client::try_default().await {
         Ok(c) => Ok(Some(c)),
@@ -95,6 +104,35 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppErr
         Err(e) => {
             tracing::warn!(error = %e, "no Kubernetes credentials found: running the webhook only (reconciler and DNS proxy need the API)");
             Ok(None)
+        }
+    }
+}
+
+async fn kubeconfig_client(path: &std::path::Path) -> Result<kube::Client, AppError> {
+    let bad = |source| AppError::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(bad)?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `major.minor` of the API server (`"29+"` minors as managed clusters report them); `None`
+/// when it cannot be read, which the engine takes as a current server.
+async fn server_version(client: &kube::Client) -> Option<(u32, u32)> {
+    match client.apiserver_version().await {
+        Ok(info) => {
+            let num = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
+            let v = num(&info.major).zip(num(&info.minor));
+            tracing::info!(version = %info.git_version, parsed = ?v, "API server version");
+            v
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the API server version; assuming native sidecars work");
+            None
         }
     }
 }
@@ -145,6 +183,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::new(&mut registry);
     let client = cluster_client(args).await?;
+    if let Some(client) = &client {
+        let version = server_version(client).await;
+        let mut s = (**settings.load()).clone();
+        s.server_version = version;
+        settings.store(Arc::new(s));
+    }
     let mut background = Vec::new();
     let mut components = vec!["webhook".to_string()];
     let mut sources: Vec<Arc<dyn StatusSource>> = Vec::new();
@@ -164,10 +208,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
 
     let mut reconciler_handle = None;
     let mut control = None;
+    let mut token_keys = None;
     if let Some(client) = wanted(args.reconciler, &client) {
-        let key = reconciler::token_key(args)?;
+        let (keys, key_bytes) = reconciler::token_keys(args)?;
+        token_keys = key_bytes.map(|b| (keys.clone(), b));
         if let Some((handle, state)) =
-            reconciler::start(args, client, settings.clone(), &mut registry, key).await?
+            reconciler::start(args, client, settings.clone(), &mut registry, keys).await?
         {
             components.push("reconciler".into());
             sources.push(handle.status_source());
@@ -178,6 +224,10 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
 
     let registry = Arc::new(registry);
     let state = WebhookState::new(settings.clone(), metrics, registry);
+    if let Some(client) = wanted(args.pod_security_check, &client) {
+        background.push(state.pod_security.watch(client));
+        components.push("pod-security".into());
+    }
     if let Some(t) = cert_expiry {
         state.metrics.cert_expiry.set(t);
     }
@@ -189,6 +239,15 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
             state.clone(),
             args.reload_interval,
             tls_bytes,
+        ));
+    }
+    if let (Some(dir), Some((keys, bytes))) = (&args.agent_token_keys, token_keys) {
+        background.push(reload::token_keys(
+            dir.clone(),
+            keys,
+            state.clone(),
+            args.reload_interval,
+            bytes,
         ));
     }
     if let (Some(path), Some(bytes)) = (&args.config, config_bytes) {

@@ -1,32 +1,41 @@
 //! The reconciler inside `serve`, with the agent control API it feeds.
 
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
 
 use super::AppError;
 use crate::cli::{ServeArgs, Toggle};
-use crate::control::{ControlState, TokenKey};
+use crate::control::{ControlState, KeyPair, TokenKey, TokenKeys};
 use crate::reconciler::{self, ReconcilerError, ReconcilerHandle};
 use crate::webhook::SharedSettings;
 
-/// The key agent tokens are minted with. Every replica must hold the same one: an explicit
-/// file, else a key derived from the serving key (all replicas mount the same Secret), else
-/// (self-signed, one process) a random one.
-pub(super) fn token_key(args: &ServeArgs) -> Result<TokenKey, AppError> {
-    if let Some(path) = &args.agent_token_key {
-        return Ok(TokenKey::from_file(path)?);
+/// Contents of watched files, in order.
+pub(super) type FileBytes = Vec<Vec<u8>>;
+
+/// The keys agent tokens are minted and checked with, and the bytes they were read from (for
+/// the reload watcher). Every replica must hold the same keys: the `--agent-token-keys`
+/// directory (a Secret volume), else (one process) a random key that dies with it.
+pub(super) fn token_keys(args: &ServeArgs) -> Result<(TokenKeys, Option<FileBytes>), AppError> {
+    let random = || -> Result<TokenKeys, AppError> { Ok(TokenKeys::single(TokenKey::random()?)) };
+    let Some(dir) = &args.agent_token_keys else {
+        tracing::warn!(
+            "no --agent-token-keys: agent tokens use a random key of this process; with several \
+             replicas, or after a restart, agents get 401 from replicas that did not mint them"
+        );
+        return Ok((random()?, None));
+    };
+    // The shipped Deployment mounts the Secret as optional: until it is created the directory
+    // is empty, and the reload watcher switches to the Secret's keys once it appears.
+    let [current, _] = KeyPair::files(dir);
+    if !current.exists() {
+        tracing::warn!(
+            dir = %dir.display(),
+            "agent token keys not there yet (create the Secret whisperer-agent-token-keys): \
+             using a random key of this process until they appear"
+        );
+        return Ok((random()?, Some(vec![Vec::new(), Vec::new()])));
     }
-    if let Some(key) = &args.tls_key {
-        let pem = std::fs::read(key).map_err(|source| crate::tls::TlsError::Read {
-            path: key.display().to_string(),
-            source,
-        })?;
-        let mut h = Sha256::new();
-        h.update(b"whisperer agent token key v1\0");
-        h.update(&pem);
-        return Ok(TokenKey::from_bytes(h.finalize().to_vec()));
-    }
-    Ok(TokenKey::random()?)
+    let (pair, bytes) = KeyPair::load(dir)?;
+    Ok((TokenKeys::new(pair), Some(bytes)))
 }
 
 fn control_base_url(args: &ServeArgs) -> String {
@@ -41,7 +50,7 @@ pub(super) async fn start(
     client: kube::Client,
     settings: SharedSettings,
     registry: &mut Registry,
-    key: TokenKey,
+    key: TokenKeys,
 ) -> Result<Option<(ReconcilerHandle, ControlState)>, AppError> {
     let env = reconciler::control_api_env(&control_base_url(args), key.clone());
     let started = reconciler::start_with_agent_env(

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
 use crate::config::Config;
+use crate::control::{KeyPair, TokenKeys};
 use crate::metrics::ReloadKind;
 use crate::tls::{self, SwappableCert};
 use crate::webhook::WebhookState;
@@ -72,7 +73,10 @@ pub fn config(
             let parsed = Config::from_bytes(&files[0], &origin);
             match parsed {
                 Ok(cfg) => {
-                    let settings = Arc::new(super::settings_for(cfg, &args));
+                    let mut next = super::settings_for(cfg, &args);
+                    // Facts read from the cluster at start outlive a config reload.
+                    next.server_version = state.settings.load().server_version;
+                    let settings = Arc::new(next);
                     for listener in &listeners {
                         listener(&settings);
                     }
@@ -84,6 +88,34 @@ pub fn config(
                     state.metrics.reload(ReloadKind::config, false);
                     tracing::error!(error = %e, "new config rejected; the last good config stays in force");
                 }
+            }
+        },
+    ))
+}
+
+/// The agent token keys: a new pair is swapped in whole; a bad one (a key too short, a
+/// half-written Secret) is counted and the pair in force stays.
+pub fn token_keys(
+    dir: PathBuf,
+    keys: TokenKeys,
+    state: Arc<WebhookState>,
+    interval: Duration,
+    loaded: Vec<Vec<u8>>,
+) -> JoinHandle<()> {
+    tokio::spawn(crate::reload::watch_files_allow_missing(
+        KeyPair::files(&dir).to_vec(),
+        interval,
+        loaded,
+        move |files| match KeyPair::parse(&dir, &files[0], &files[1]) {
+            Ok(pair) => {
+                let has_previous = pair.previous.is_some();
+                keys.swap(pair);
+                state.metrics.reload(ReloadKind::agent_token_keys, true);
+                tracing::info!(dir = %dir.display(), has_previous, "agent token keys reloaded");
+            }
+            Err(e) => {
+                state.metrics.reload(ReloadKind::agent_token_keys, false);
+                tracing::error!(error = %e, "new agent token keys rejected; the keys in force stay");
             }
         },
     ))

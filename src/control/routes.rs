@@ -6,12 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::{verdict, AttachmentLookup, TokenKey};
+use super::{verdict, AttachmentLookup, TokenKeys};
 use crate::webhook::json_error;
 
 #[derive(Clone)]
 pub struct ControlState {
-    pub key: TokenKey,
+    pub key: TokenKeys,
     pub lookup: Arc<dyn AttachmentLookup>,
 }
 

@@ -1,9 +1,22 @@
 //! Per-attachment tokens: HMAC-SHA256 over (namespace, name, uid), compared in constant time.
+//!
+//! Keys live in a dedicated Secret holding a `current` and an optional `previous` key: tokens
+//! are minted with `current` and accepted under either, so a rotation (old `current` moves to
+//! `previous`, a new `current` is written) never cuts off a running agent. A token is baked
+//! into the agent's env when it is attached and lives as long as the agent, so `previous` must
+//! stay until every agent attached before the rotation has ended (at most the longest
+//! profile `maxTtl`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+/// File names inside the `--agent-token-keys` directory (the Secret's keys).
+pub const CURRENT_KEY_FILE: &str = "current";
+pub const PREVIOUS_KEY_FILE: &str = "previous";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenKeyError {
@@ -38,6 +51,11 @@ impl TokenKey {
             path: path.display().to_string(),
             source,
         })?;
+        TokenKey::parse(&bytes, path)
+    }
+
+    /// A key from file contents; `path` names the file in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<TokenKey, TokenKeyError> {
         let trimmed = bytes.trim_ascii().to_vec();
         if trimmed.len() < 32 {
             return Err(TokenKeyError::TooShort {
@@ -78,6 +96,90 @@ impl TokenKey {
     }
 }
 
+/// The keys in force: tokens are minted with `current` and accepted under either.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    pub current: TokenKey,
+    pub previous: Option<TokenKey>,
+}
+
+impl KeyPair {
+    /// Parses the contents of the `current` and `previous` files (`previous` empty or absent:
+    /// none).
+    pub fn parse(dir: &Path, current: &[u8], previous: &[u8]) -> Result<KeyPair, TokenKeyError> {
+        let previous = if previous.trim_ascii().is_empty() {
+            None
+        } else {
+            Some(TokenKey::parse(previous, &dir.join(PREVIOUS_KEY_FILE))?)
+        };
+        Ok(KeyPair {
+            current: TokenKey::parse(current, &dir.join(CURRENT_KEY_FILE))?,
+            previous,
+        })
+    }
+
+    /// The two files of a key directory, as [`KeyPair::parse`] and the reload watcher read them.
+    pub fn files(dir: &Path) -> [PathBuf; 2] {
+        [dir.join(CURRENT_KEY_FILE), dir.join(PREVIOUS_KEY_FILE)]
+    }
+
+    /// Reads a key directory; returns the bytes read so a reload watcher starts from them.
+    pub fn load(dir: &Path) -> Result<(KeyPair, Vec<Vec<u8>>), TokenKeyError> {
+        let [current, previous] = KeyPair::files(dir);
+        let cur = std::fs::read(&current).map_err(|source| TokenKeyError::Read {
+            path: current.display().to_string(),
+            source,
+        })?;
+        let prev = match std::fs::read(&previous) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(TokenKeyError::Read {
+                    path: previous.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let pair = KeyPair::parse(dir, &cur, &prev)?;
+        Ok((pair, vec![cur, prev]))
+    }
+}
+
+/// The key pair shared by the control API (verifies) and the reconciler (mints), swapped
+/// whole when the Secret changes.
+#[derive(Debug, Clone)]
+pub struct TokenKeys(Arc<ArcSwap<KeyPair>>);
+
+impl TokenKeys {
+    pub fn new(pair: KeyPair) -> TokenKeys {
+        TokenKeys(Arc::new(ArcSwap::from_pointee(pair)))
+    }
+
+    pub fn single(key: TokenKey) -> TokenKeys {
+        TokenKeys::new(KeyPair {
+            current: key,
+            previous: None,
+        })
+    }
+
+    pub fn swap(&self, pair: KeyPair) {
+        self.0.store(Arc::new(pair));
+    }
+
+    pub fn mint(&self, namespace: &str, name: &str, uid: &str) -> String {
+        self.0.load().current.mint(namespace, name, uid)
+    }
+
+    pub fn verify(&self, namespace: &str, name: &str, uid: &str, token: &str) -> bool {
+        let pair = self.0.load();
+        pair.current.verify(namespace, name, uid, token)
+            || pair
+                .previous
+                .as_ref()
+                .is_some_and(|k| k.verify(namespace, name, uid, token))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +206,42 @@ mod tests {
         std::fs::write(&p, "short").expect("write");
         let e = TokenKey::from_file(&p).expect_err("too short");
         assert!(e.to_string().contains("too short"), "{e}");
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_until_previous_is_dropped() {
+        let dir = std::path::Path::new("/keys");
+        let a = b"a-key-of-at-least-thirty-two-bytes".as_slice();
+        let b = b"b-key-of-at-least-thirty-two-bytes".as_slice();
+        let keys = TokenKeys::new(KeyPair::parse(dir, a, b"").expect("a"));
+        let old = keys.mint("ns", "cap", "u1");
+        // Rotate: a moves to previous, b is current.
+        keys.swap(KeyPair::parse(dir, b, a).expect("b+a"));
+        assert!(
+            keys.verify("ns", "cap", "u1", &old),
+            "old token survives the rotation"
+        );
+        let new = keys.mint("ns", "cap", "u1");
+        assert_ne!(new, old, "new tokens come from the new key");
+        // Drop previous: the old token dies, the new one lives.
+        keys.swap(KeyPair::parse(dir, b, b"\n").expect("b"));
+        assert!(!keys.verify("ns", "cap", "u1", &old));
+        assert!(keys.verify("ns", "cap", "u1", &new));
+    }
+
+    #[test]
+    fn key_files_name_themselves_in_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = KeyPair::load(dir.path()).expect_err("no current");
+        assert!(e.to_string().contains("current"), "{e}");
+        std::fs::write(dir.path().join(CURRENT_KEY_FILE), "k".repeat(40)).expect("write");
+        let (pair, bytes) = KeyPair::load(dir.path()).expect("current only");
+        assert!(pair.previous.is_none() && bytes[1].is_empty());
+        std::fs::write(dir.path().join(PREVIOUS_KEY_FILE), "short").expect("write");
+        let e = KeyPair::load(dir.path()).expect_err("short previous");
+        assert!(
+            e.to_string().contains("previous") && e.to_string().contains("too short"),
+            "{e}"
+        );
     }
 }

@@ -2,6 +2,8 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
+use super::pod_security::{self, Level};
+use super::policy::{check_pod, resolve_profile, Front};
 use super::{
     plan, Decision, Settings, SkipReason, ANNOTATION_INJECT, ANNOTATION_INJECTED,
     ANNOTATION_PROFILE,
@@ -19,6 +21,9 @@ pub struct AdmissionSubject<'a> {
     pub namespace: &'a str,
     /// `None` when the object is not a pod (or absent).
     pub pod: Option<&'a Pod>,
+    /// The namespace's Pod Security `enforce` level, when known (see
+    /// [`pod_security::LABEL_ENFORCE`]); `None` judges nothing.
+    pub pod_security: Option<Level>,
 }
 
 fn annotation<'p>(pod: &'p Pod, key: &str) -> Option<&'p str> {
@@ -43,12 +48,6 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
     let Some(pod) = subject.pod else {
         return Decision::skip(SkipReason::NotAPod);
     };
-    if let Err(why) = settings.namespaces.check(subject.namespace) {
-        return Decision::problem(
-            SkipReason::NamespaceDenied,
-            format!("namespace {:?} is denied ({why:?})", subject.namespace),
-        );
-    }
     match annotation(pod, ANNOTATION_INJECT) {
         Some("true") => {}
         Some("false") => return Decision::skip(SkipReason::OptedOut),
@@ -66,30 +65,36 @@ pub fn decide_admission(subject: &AdmissionSubject<'_>, settings: &Settings) -> 
     if annotation(pod, ANNOTATION_INJECTED).is_some() {
         return Decision::skip(SkipReason::AlreadyInjected);
     }
-    let cfg = &settings.config;
-    let profile_name = annotation(pod, ANNOTATION_PROFILE).unwrap_or(&cfg.default_profile);
-    let Some(profile) = cfg.profiles.get(profile_name) else {
-        return Decision::problem(
-            SkipReason::UnknownProfile,
-            format!(
-                "profile {profile_name:?} is not configured; known: {:?}",
-                cfg.profiles.keys().collect::<Vec<_>>()
-            ),
-        );
-    };
-    if !profile.allowed_namespaces.is_empty()
-        && !profile
-            .allowed_namespaces
-            .iter()
-            .any(|n| n == subject.namespace)
+    let requested = annotation(pod, ANNOTATION_PROFILE);
+    let (profile_name, profile) = match resolve_profile(settings, subject.namespace, requested)
+        .and_then(|(name, p)| check_pod(pod, name, p, Front::Webhook).map(|()| (name, p)))
     {
-        return Decision::problem(
-            SkipReason::ProfileNotAllowed,
-            format!(
-                "profile {profile_name:?} may not be used in namespace {:?}",
-                subject.namespace
-            ),
-        );
+        Ok(found) => found,
+        Err(r) => return Decision::problem(r.reason, r.message),
+    };
+    let decision = plan::sidecar(pod, profile_name, profile, settings);
+    match (&decision, subject.pod_security) {
+        (Decision::Inject(plan), Some(level)) => {
+            let broken = pod_security::violations(
+                &plan.container,
+                &plan.volumes,
+                pod.spec.as_ref().and_then(|s| s.security_context.as_ref()),
+                level,
+            );
+            if broken.is_empty() {
+                decision
+            } else {
+                Decision::problem(
+                    SkipReason::PodSecurity,
+                    format!(
+                        "namespace {:?} enforces Pod Security level {:?}, which profile {profile_name:?} breaks: {}",
+                        subject.namespace,
+                        level.as_str(),
+                        broken.join("; ")
+                    ),
+                )
+            }
+        }
+        _ => decision,
     }
-    plan::sidecar(pod, profile_name, profile, settings.dns_server.as_deref())
 }

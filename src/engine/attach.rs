@@ -3,16 +3,21 @@
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use sha2::{Digest, Sha256};
 
+use super::policy::{check_pod, resolve_profile, Front};
 use super::{
     plan, Decision, Placement, Plan, Settings, SkipReason, ANNOTATION_INJECTED, ENV_ATTACHMENT,
-    ENV_DEADLINE,
+    ENV_ATTACHMENT_UID, ENV_DEADLINE,
 };
+use crate::config::Profile;
 
 /// What an `Attachment` asks for, with the time-dependent facts already resolved by the
 /// caller (the engine reads no clock).
 #[derive(Debug, Clone, Copy)]
 pub struct AttachSubject<'a> {
     pub attachment: &'a str,
+    /// Identity of the attachment (its uid), written to [`ENV_ATTACHMENT_UID`] so a found
+    /// container can be told apart from one somebody else named alike.
+    pub attachment_uid: &'a str,
     pub profile: Option<&'a str>,
     /// Container whose namespaces the Whisperer joins; `None` picks the pod's first container.
     pub target_container: Option<&'a str>,
@@ -26,22 +31,53 @@ pub struct AttachSubject<'a> {
     pub extra_env: &'a [EnvVar],
 }
 
-/// `whisperer-<attachment>[-<generation>]`, at most 63 characters, deterministic so a retry
-/// sends the same body; a long attachment name is cut and made unique with a short hash.
+/// `whisperer-<attachment>[-<generation>]`, at most 63 characters and a valid container name
+/// (a DNS label), deterministic so a retry sends the same body. Attachment names may hold dots
+/// (`release.v2`), which container names may not: those become `-`, and a short hash of the
+/// real name keeps `release.v2` and `release-v2` apart. A long name is cut the same way.
 pub fn ephemeral_container_name(attachment: &str, generation: u32) -> String {
     let suffix = if generation > 1 {
         format!("-{generation}")
     } else {
         String::new()
     };
-    let full = format!("whisperer-{attachment}{suffix}");
-    if full.len() <= 63 {
+    let label: String = attachment
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let full = format!("whisperer-{label}{suffix}");
+    if label == attachment && full.len() <= 63 {
         return full;
     }
     let digest = hex::encode(&Sha256::digest(attachment.as_bytes())[..4]);
     let room = 63 - "whisperer-".len() - 1 - digest.len() - suffix.len();
-    let cut: String = attachment.chars().take(room).collect();
+    let cut: String = label.chars().take(room).collect();
     format!("whisperer-{}-{digest}{suffix}", cut.trim_end_matches('-'))
+}
+
+/// Whether the pod runs this profile's sidecar: marked by injection AND carrying a container
+/// of the profile's name and image.
+fn has_sidecar(pod: &Pod, profile_name: &str, profile: &Profile) -> bool {
+    let marked = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_INJECTED))
+        .and_then(|m| plan::marker_profile(m))
+        == Some(profile_name);
+    let Some(spec) = pod.spec.as_ref().filter(|_| marked) else {
+        return false;
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == profile.container_name() && c.image.as_deref() == Some(&profile.image))
 }
 
 pub fn decide_attach(pod: &Pod, subject: &AttachSubject<'_>, settings: &Settings) -> Decision {
@@ -49,28 +85,12 @@ pub fn decide_attach(pod: &Pod, subject: &AttachSubject<'_>, settings: &Settings
         return Decision::skip(SkipReason::Expired);
     }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    if let Err(why) = settings.namespaces.check(namespace) {
-        return Decision::problem(
-            SkipReason::NamespaceDenied,
-            format!("namespace {namespace:?} is denied ({why:?})"),
-        );
-    }
-    let cfg = &settings.config;
-    let profile_name = subject.profile.unwrap_or(&cfg.default_profile);
-    let Some(profile) = cfg.profiles.get(profile_name) else {
-        return Decision::problem(
-            SkipReason::UnknownProfile,
-            format!("profile {profile_name:?} is not configured"),
-        );
-    };
-    if !profile.allowed_namespaces.is_empty()
-        && !profile.allowed_namespaces.iter().any(|n| n == namespace)
+    let (profile_name, profile) = match resolve_profile(settings, namespace, subject.profile)
+        .and_then(|(name, p)| check_pod(pod, name, p, Front::Attachment).map(|()| (name, p)))
     {
-        return Decision::problem(
-            SkipReason::ProfileNotAllowed,
-            format!("profile {profile_name:?} may not be used in namespace {namespace:?}"),
-        );
-    }
+        Ok(found) => found,
+        Err(r) => return Decision::problem(r.reason, r.message),
+    };
     if pod.metadata.deletion_timestamp.is_some() {
         return Decision::skip(SkipReason::PodTerminating);
     }
@@ -78,18 +98,14 @@ pub fn decide_attach(pod: &Pod, subject: &AttachSubject<'_>, settings: &Settings
     if phase != Some("Running") {
         return Decision::skip(SkipReason::PodNotRunning);
     }
-    // A pod whose webhook sidecar already runs this profile needs no second capture.
-    let marker = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_INJECTED));
-    if marker.and_then(|m| plan::marker_profile(m)) == Some(profile_name) {
-        return Decision::skip(SkipReason::AlreadyInjected);
-    }
     let Some(spec) = pod.spec.as_ref() else {
         return Decision::skip(SkipReason::NotAPod);
     };
+    // A pod whose webhook sidecar already runs this profile needs no second capture. The
+    // marker alone proves nothing (the pod's owner can write it): the sidecar must be there.
+    if has_sidecar(pod, profile_name, profile) {
+        return Decision::skip(SkipReason::AlreadyInjected);
+    }
     let target = match subject.target_container {
         Some(t) if spec.containers.iter().any(|c| c.name == t) => t.to_string(),
         Some(t) => {
@@ -112,11 +128,18 @@ pub fn decide_attach(pod: &Pod, subject: &AttachSubject<'_>, settings: &Settings
     {
         return Decision::skip(SkipReason::AlreadyAttached);
     }
-    let mut env = vec![EnvVar {
-        name: ENV_ATTACHMENT.into(),
-        value: Some(subject.attachment.into()),
-        ..Default::default()
-    }];
+    let mut env = vec![
+        EnvVar {
+            name: ENV_ATTACHMENT.into(),
+            value: Some(subject.attachment.into()),
+            ..Default::default()
+        },
+        EnvVar {
+            name: ENV_ATTACHMENT_UID.into(),
+            value: Some(subject.attachment_uid.into()),
+            ..Default::default()
+        },
+    ];
     if let Some(deadline) = subject.deadline {
         env.push(EnvVar {
             name: ENV_DEADLINE.into(),
@@ -132,20 +155,14 @@ pub fn decide_attach(pod: &Pod, subject: &AttachSubject<'_>, settings: &Settings
         settings.dns_server.as_deref(),
         env,
     );
-    // Ephemeral containers may not mount volumes the pod lacks: keep only mounts the pod has.
-    let pod_volumes = spec.volumes.as_deref().unwrap_or_default();
+    // An attached Whisperer mounts nothing: the pod's volumes hold the workload's data and
+    // secrets, and the API server policy on the injector's account refuses any mount.
     let mut warnings = Vec::new();
-    if let Some(mounts) = container.volume_mounts.as_mut() {
-        mounts.retain(|m| {
-            let keep = pod_volumes.iter().any(|v| v.name == m.name);
-            if !keep {
-                warnings.push(format!(
-                    "volume mount {:?} dropped: ephemeral containers cannot add volumes",
-                    m.name
-                ));
-            }
-            keep
-        });
+    if let Some(mounts) = container.volume_mounts.take() {
+        let names: Vec<&str> = mounts.iter().map(|m| m.name.as_str()).collect();
+        warnings.push(format!(
+            "volume mounts {names:?} dropped: attached Whisperers mount no volume of the pod"
+        ));
     }
     if !profile.host_aliases.is_empty() {
         warnings.push(

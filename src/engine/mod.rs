@@ -6,7 +6,11 @@
 
 mod admission;
 mod attach;
+pub mod overrides;
 mod plan;
+pub mod pod_security;
+pub mod policy;
+pub mod reinvocation;
 mod skip;
 
 pub use admission::{decide_admission, AdmissionSubject};
@@ -32,6 +36,8 @@ pub const ENV_PROFILE: &str = "WHISPERER_PROFILE";
 pub const ENV_DNS_SERVER: &str = "WHISPERER_DNS_SERVER";
 pub const ENV_ATTACHMENT: &str = "WHISPERER_ATTACHMENT";
 pub const ENV_DEADLINE: &str = "WHISPERER_DEADLINE";
+/// The attachment's uid: a found ephemeral Whisperer counts only when it carries this.
+pub const ENV_ATTACHMENT_UID: &str = "WHISPERER_ATTACHMENT_UID";
 
 /// Everything the engine needs besides the pod, prepared once per config load so the hot
 /// path does no allocation for policy.
@@ -43,6 +49,20 @@ pub struct Settings {
     pub inject_by_default: bool,
     /// Address of the injector's DNS proxy, handed to Whisperers in [`ENV_DNS_SERVER`].
     pub dns_server: Option<String>,
+    /// The API server's `major.minor`, read once at start; `None` (offline, no credentials)
+    /// is taken to support native sidecars.
+    pub server_version: Option<(u32, u32)>,
+}
+
+/// Native sidecars (`restartPolicy: Always` init containers) are on by default from 1.29;
+/// an older API server drops the field and the pod's init never ends.
+pub const NATIVE_SIDECARS_SINCE: (u32, u32) = (1, 29);
+
+impl Settings {
+    pub fn native_sidecars(&self) -> bool {
+        self.server_version
+            .is_none_or(|v| v >= NATIVE_SIDECARS_SINCE)
+    }
 }
 
 impl Settings {
@@ -53,6 +73,7 @@ impl Settings {
             namespaces,
             inject_by_default: false,
             dns_server: None,
+            server_version: None,
         }
     }
 }

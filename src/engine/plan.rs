@@ -5,7 +5,10 @@ use k8s_openapi::api::core::v1::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{Decision, SkipReason, ENV_DNS_SERVER, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROFILE};
+use super::{
+    Decision, Settings, SkipReason, ENV_DNS_SERVER, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROFILE,
+    NATIVE_SIDECARS_SINCE,
+};
 use crate::config::{Profile, SidecarMode};
 
 /// Where the Whisperer goes in the pod spec.
@@ -121,13 +124,20 @@ pub(crate) fn container(
     }
 }
 
-fn owned_by_job(pod: &Pod) -> bool {
+/// Whether an owner of the pod is one of `kinds` (`Kind.group`): its pod runs to completion.
+fn owned_by_batch(pod: &Pod, kinds: &[String]) -> bool {
     pod.metadata
         .owner_references
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .any(|o| o.kind == "Job" && o.api_version.starts_with("batch/"))
+        .any(|o| {
+            let group = o.api_version.split_once('/').map_or("", |(g, _)| g);
+            kinds
+                .iter()
+                .filter_map(|k| k.split_once('.'))
+                .any(|(kind, g)| kind == o.kind && g == group)
+        })
 }
 
 fn host_alias_changes(pod_aliases: &[HostAlias], wanted: &[HostAlias]) -> Vec<HostAliasChange> {
@@ -177,7 +187,7 @@ pub(crate) fn sidecar(
     pod: &Pod,
     profile_name: &str,
     profile: &Profile,
-    dns_server: Option<&str>,
+    settings: &Settings,
 ) -> Decision {
     let Some(spec) = pod.spec.as_ref() else {
         return Decision::problem(SkipReason::NotAPod, "pod has no spec".into());
@@ -218,15 +228,49 @@ pub(crate) fn sidecar(
         );
     }
 
+    let native = settings.native_sidecars();
+    let batch = owned_by_batch(pod, &settings.config.batch_owner_kinds);
+    let mut warnings = Vec::new();
     let placement = match profile.sidecar_mode {
         SidecarMode::Classic => Placement::Sidecar,
+        SidecarMode::Native if !native => {
+            return Decision::problem(
+                SkipReason::NativeSidecarUnsupported,
+                format!(
+                    "profile {profile_name:?} asks for a native sidecar, which needs Kubernetes {}.{} or later",
+                    NATIVE_SIDECARS_SINCE.0, NATIVE_SIDECARS_SINCE.1
+                ),
+            )
+        }
         SidecarMode::Native => Placement::NativeSidecar,
-        SidecarMode::Auto if owned_by_job(pod) => Placement::NativeSidecar,
-        SidecarMode::Auto => Placement::Sidecar,
+        SidecarMode::Auto if batch && native => Placement::NativeSidecar,
+        SidecarMode::Auto => {
+            if batch {
+                warnings.push(format!(
+                    "a classic sidecar keeps this batch pod running after its work ends: native \
+                     sidecars need Kubernetes {}.{} or later",
+                    NATIVE_SIDECARS_SINCE.0, NATIVE_SIDECARS_SINCE.1
+                ));
+            }
+            Placement::Sidecar
+        }
     };
-    let mut container = container(profile_name, profile, name, dns_server, Vec::new());
+    let mut container = container(
+        profile_name,
+        profile,
+        name,
+        settings.dns_server.as_deref(),
+        Vec::new(),
+    );
     if placement == Placement::NativeSidecar {
         container.restart_policy = Some("Always".into());
+    }
+    if let Err(why) = super::overrides::apply(
+        &mut container,
+        pod.metadata.annotations.as_ref(),
+        &profile.overrides,
+    ) {
+        return Decision::problem(SkipReason::OverrideRefused, why);
     }
     let host_aliases = host_alias_changes(
         spec.host_aliases.as_deref().unwrap_or_default(),
@@ -242,7 +286,7 @@ pub(crate) fn sidecar(
         host_aliases,
         volumes,
         marker: marker_value(profile_name, &hash),
-        warnings: Vec::new(),
+        warnings,
     }))
 }
 

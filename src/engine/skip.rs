@@ -16,10 +16,18 @@ pub enum SkipReason {
     PodNotRunning,
     TargetContainerMissing,
     Expired,
+    /// The pod shares the node's network, PID or IPC namespace (`hostNetwork` ...).
+    HostNamespaces,
+    /// The added container would break the namespace's Pod Security `enforce` level.
+    PodSecurity,
+    /// The profile wants a native sidecar and the API server is older than 1.29.
+    NativeSidecarUnsupported,
+    /// A `whisperer.dev/cpu|memory|filter` annotation the profile does not allow.
+    OverrideRefused,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 14] = [
+    pub const ALL: [SkipReason; 18] = [
         SkipReason::NotCreate,
         SkipReason::NotAPod,
         SkipReason::NamespaceDenied,
@@ -34,6 +42,10 @@ impl SkipReason {
         SkipReason::PodNotRunning,
         SkipReason::TargetContainerMissing,
         SkipReason::Expired,
+        SkipReason::HostNamespaces,
+        SkipReason::PodSecurity,
+        SkipReason::NativeSidecarUnsupported,
+        SkipReason::OverrideRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,7 +64,25 @@ impl SkipReason {
             SkipReason::PodNotRunning => "pod-not-running",
             SkipReason::TargetContainerMissing => "target-container-missing",
             SkipReason::Expired => "expired",
+            SkipReason::HostNamespaces => "host-namespaces",
+            SkipReason::PodSecurity => "pod-security",
+            SkipReason::NativeSidecarUnsupported => "native-sidecar-unsupported",
+            SkipReason::OverrideRefused => "override-refused",
         }
+    }
+
+    /// The CamelCase form, for condition reasons and Events (`namespace-denied` ->
+    /// `NamespaceDenied`).
+    pub fn condition_reason(self) -> String {
+        self.as_str()
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 }
 

@@ -64,6 +64,7 @@ fn admit(pod: &Pod, ns: &str, op: &str, s: &Settings) -> Decision {
             sub_resource: None,
             namespace: ns,
             pod: Some(pod),
+            pod_security: None,
         },
         s,
     )
@@ -215,6 +216,7 @@ fn skip_reasons() {
             sub_resource: None,
             namespace: "team-a",
             pod: None,
+            pod_security: None,
         },
         &s,
     );
@@ -228,6 +230,7 @@ fn skip_reasons() {
             sub_resource: Some("binding"),
             namespace: "team-a",
             pod: Some(&optin),
+            pod_security: None,
         },
         &s,
     );
@@ -251,6 +254,10 @@ fn problems_carry_a_message() {
         panic!("unknown profile must explain itself: {d:?}")
     };
     assert!(detail.contains("does-not-exist"), "{detail}");
+    // A made-up review must not learn which other profiles exist.
+    for other in ["classic", "native", "team-b-only"] {
+        assert!(!detail.contains(other), "{detail} lists {other}");
+    }
 }
 
 #[test]
@@ -516,6 +523,7 @@ fn running(mut pod: Pod, ns: &str) -> Pod {
 fn attach_subject<'a>(name: &'a str) -> AttachSubject<'a> {
     AttachSubject {
         attachment: name,
+        attachment_uid: "uid-1",
         profile: None,
         target_container: None,
         deadline: Some("2026-11-22T15:00:00Z"),
@@ -566,7 +574,24 @@ fn attach_skips() {
         ));
     let mut pending = base.clone();
     pending.status = None;
-    let injected = with_annotation(base.clone(), ANNOTATION_INJECTED, "profile=default,hash=ab");
+    // What the webhook really leaves: marker AND sidecar.
+    let injected = {
+        let optin = with_annotation(base.clone(), ANNOTATION_INJECT, "true");
+        let Decision::Inject(plan) = admit(&optin, "team-a", "CREATE", &s) else {
+            panic!("optin pod is injected")
+        };
+        let mut p = apply(&optin, &plan);
+        p.status = base.status.clone();
+        p
+    };
+    let fake_marker = with_annotation(base.clone(), ANNOTATION_INJECTED, "profile=default,hash=ab");
+    assert!(
+        matches!(
+            decide_attach(&fake_marker, &attach_subject("a"), &s),
+            Decision::Inject(_)
+        ),
+        "a marker without the sidecar proves nothing"
+    );
     let mut attached = base.clone();
     attached.spec.as_mut().expect("spec").ephemeral_containers =
         Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
@@ -633,6 +658,168 @@ fn attach_skips() {
     ));
 }
 
+fn host_network(mut pod: Pod) -> Pod {
+    pod.spec.as_mut().expect("spec").host_network = Some(true);
+    pod
+}
+
+fn with_profile_flags(s: &Settings, host: bool, opted_out: bool) -> Settings {
+    let mut cfg = (*s.config).clone();
+    for p in cfg.profiles.values_mut() {
+        p.allow_host_namespaces = host;
+        p.attach_to_opted_out = opted_out;
+    }
+    Settings::new(Arc::new(cfg), "whisperer-system")
+}
+
+#[test]
+fn host_namespace_pods_are_never_captured_unless_the_profile_allows() {
+    let s = settings();
+    let optin = fixture_pod("review-pod-optin.json");
+    let d = admit(&host_network(optin.clone()), "team-a", "CREATE", &s);
+    assert_eq!(reason(&d), Some(SkipReason::HostNamespaces), "{d:?}");
+    let mut pid = optin.clone();
+    pid.spec.as_mut().expect("spec").host_pid = Some(true);
+    let Decision::Skip {
+        detail: Some(why), ..
+    } = admit(&pid, "team-a", "CREATE", &s)
+    else {
+        panic!("hostPID pod skipped with a message")
+    };
+    assert!(
+        why.contains("hostPID") && why.contains("allowHostNamespaces"),
+        "{why}"
+    );
+    let running_host = running(
+        host_network(fixture_pod("review-pod-not-requested.json")),
+        "team-a",
+    );
+    let d = decide_attach(&running_host, &attach_subject("a"), &s);
+    assert_eq!(reason(&d), Some(SkipReason::HostNamespaces), "{d:?}");
+
+    let allowed = with_profile_flags(&s, true, false);
+    assert!(matches!(
+        admit(&host_network(optin), "team-a", "CREATE", &allowed),
+        Decision::Inject(_)
+    ));
+    assert!(matches!(
+        decide_attach(&running_host, &attach_subject("a"), &allowed),
+        Decision::Inject(_)
+    ));
+}
+
+#[test]
+fn attachments_honour_opt_out_unless_the_profile_overrides() {
+    let s = settings();
+    let out = running(fixture_pod("review-pod-opted-out.json"), "team-a");
+    let d = decide_attach(&out, &attach_subject("a"), &s);
+    assert_eq!(reason(&d), Some(SkipReason::OptedOut), "{d:?}");
+    let overriding = with_profile_flags(&s, false, true);
+    assert!(matches!(
+        decide_attach(&out, &attach_subject("a"), &overriding),
+        Decision::Inject(_)
+    ));
+    // The webhook never injects an opted-out pod, whatever the profile says.
+    let d = admit(
+        &fixture_pod("review-pod-opted-out.json"),
+        "team-a",
+        "CREATE",
+        &overriding,
+    );
+    assert_eq!(reason(&d), Some(SkipReason::OptedOut));
+}
+
+#[test]
+fn attached_whisperers_mount_nothing_and_carry_the_attachment_uid() {
+    let s = settings();
+    let pod = running(fixture_pod("review-pod-not-requested.json"), "team-a");
+    let Decision::Inject(plan) = decide_attach(&pod, &attach_subject("a"), &s) else {
+        panic!("attach")
+    };
+    assert_eq!(plan.container.volume_mounts, None);
+    let env = plan.container.env.as_deref().unwrap_or_default();
+    assert!(env
+        .iter()
+        .any(|e| e.name == ENV_ATTACHMENT_UID && e.value.as_deref() == Some("uid-1")));
+}
+
+fn admit_at(pod: &Pod, level: pod_security::Level, s: &Settings) -> Decision {
+    decide_admission(
+        &AdmissionSubject {
+            operation: "CREATE",
+            group: "",
+            version: "v1",
+            kind: "Pod",
+            sub_resource: None,
+            namespace: "team-a",
+            pod: Some(pod),
+            pod_security: Some(level),
+        },
+        s,
+    )
+}
+
+#[test]
+fn pod_security_levels_the_profile_breaks_are_skipped_with_a_warning() {
+    use pod_security::Level;
+    let mut cfg = Config::default();
+    cfg.profiles.get_mut("default").expect("default").resources = None;
+    let s = Settings::new(Arc::new(cfg), "whisperer-system");
+    let optin = fixture_pod("review-pod-optin.json");
+    assert!(matches!(
+        admit_at(&optin, Level::Privileged, &s),
+        Decision::Inject(_)
+    ));
+    for level in [Level::Baseline, Level::Restricted] {
+        let d = admit_at(&optin, level, &s);
+        let Decision::Skip {
+            reason: SkipReason::PodSecurity,
+            detail: Some(why),
+        } = &d
+        else {
+            panic!("{level:?}: {d:?}")
+        };
+        assert!(
+            why.contains("NET_RAW") && why.contains(level.as_str()),
+            "{why}"
+        );
+    }
+    // A profile without extra capabilities passes baseline.
+    let mut tame = Config::default();
+    if let Some(sc) = tame
+        .profiles
+        .get_mut("default")
+        .and_then(|p| p.security_context.as_mut())
+    {
+        sc.capabilities = None;
+    }
+    let tame = Settings::new(Arc::new(tame), "whisperer-system");
+    assert!(matches!(
+        admit_at(&optin, Level::Baseline, &tame),
+        Decision::Inject(_)
+    ));
+}
+
+#[test]
+fn dotted_attachment_names_give_valid_distinct_container_names() {
+    let dotted = ephemeral_container_name("release.v2", 1);
+    let dashed = ephemeral_container_name("release-v2", 1);
+    assert!(crate::config::is_dns_label(&dotted), "{dotted}");
+    assert!(dotted.starts_with("whisperer-release-v2-"), "{dotted}");
+    assert_eq!(dashed, "whisperer-release-v2");
+    assert_ne!(dotted, dashed);
+    assert_eq!(
+        dotted,
+        ephemeral_container_name("release.v2", 1),
+        "deterministic"
+    );
+    let long = format!("{}.v2", "a".repeat(70));
+    for g in [1, 7] {
+        let n = ephemeral_container_name(&long, g);
+        assert!(n.len() <= 63 && crate::config::is_dns_label(&n), "{n}");
+    }
+}
+
 #[test]
 fn ephemeral_names_are_unique_and_bounded() {
     assert_eq!(ephemeral_container_name("a", 1), "whisperer-a");
@@ -653,4 +840,132 @@ fn skip_reason_names_are_unique() {
     let names: std::collections::HashSet<&str> =
         SkipReason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(names.len(), SkipReason::ALL.len());
+}
+
+fn placement_of(d: &Decision) -> Option<Placement> {
+    match d {
+        Decision::Inject(p) => Some(p.placement),
+        Decision::Skip { .. } => None,
+    }
+}
+
+#[test]
+fn native_sidecars_follow_the_api_server_version() {
+    let job = fixture_pod("review-job-pod.json");
+    let mut old = settings();
+    old.server_version = Some((1, 28));
+    let mut current = settings();
+    current.server_version = Some((1, 29));
+    assert_eq!(
+        placement_of(&admit(&job, "team-a", "CREATE", &current)),
+        Some(Placement::NativeSidecar)
+    );
+    // auto falls back to a classic sidecar, and says what that costs.
+    let Decision::Inject(plan) = admit(&job, "team-a", "CREATE", &old) else {
+        panic!("auto still injects on 1.28")
+    };
+    assert_eq!(plan.placement, Placement::Sidecar);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("1.29")),
+        "{:?}",
+        plan.warnings
+    );
+    // native cannot be honoured: a skip with its reason, never a pod stuck in Init.
+    let native = with_annotation(job.clone(), ANNOTATION_PROFILE, "native");
+    let d = admit(&native, "team-a", "CREATE", &old);
+    assert_eq!(
+        reason(&d),
+        Some(SkipReason::NativeSidecarUnsupported),
+        "{d:?}"
+    );
+    assert_eq!(
+        placement_of(&admit(&native, "team-a", "CREATE", &current)),
+        Some(Placement::NativeSidecar)
+    );
+}
+
+#[test]
+fn batch_owner_kinds_get_the_native_sidecar() {
+    let s = settings();
+    let mut workflow = fixture_pod("review-pod-optin.json");
+    workflow.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "argoproj.io/v1alpha1".into(),
+            kind: "Workflow".into(),
+            name: "wf".into(),
+            uid: "u".into(),
+            ..Default::default()
+        },
+    ]);
+    assert_eq!(
+        placement_of(&admit(&workflow, "team-a", "CREATE", &s)),
+        Some(Placement::NativeSidecar)
+    );
+    // A same-named kind of another group is not the batch one.
+    if let Some(o) = workflow.metadata.owner_references.as_mut() {
+        o[0].api_version = "example.com/v1".into();
+    }
+    assert_eq!(
+        placement_of(&admit(&workflow, "team-a", "CREATE", &s)),
+        Some(Placement::Sidecar)
+    );
+}
+
+#[test]
+fn per_pod_overrides_are_bounded_by_the_profile_and_change_the_marker() {
+    let mut cfg = config();
+    cfg.profiles.get_mut("default").expect("default").overrides = crate::config::Overrides {
+        cpu: Some(crate::config::QuantityRange {
+            min: Some("10m".into()),
+            max: Some("500m".into()),
+        }),
+        memory: None,
+        filter: true,
+    };
+    let s = Settings::new(Arc::new(cfg), "whisperer-system");
+    let optin = fixture_pod("review-pod-optin.json");
+    let tuned = with_annotation(optin.clone(), overrides::ANNOTATION_CPU, "250m");
+    let tuned = with_annotation(tuned, overrides::ANNOTATION_FILTER, "tcp port 8080");
+    let (Decision::Inject(base), Decision::Inject(plan)) = (
+        admit(&optin, "team-a", "CREATE", &s),
+        admit(&tuned, "team-a", "CREATE", &s),
+    ) else {
+        panic!("both injected")
+    };
+    let requests = plan
+        .container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests");
+    assert_eq!(requests["cpu"].0, "250m");
+    assert!(plan
+        .container
+        .args
+        .iter()
+        .flatten()
+        .any(|a| a == "tcp port 8080"));
+    assert_ne!(base.marker, plan.marker, "the marker hash covers overrides");
+    let patched = apply(&tuned, &plan);
+    assert_eq!(whisperers(&patched), 1);
+
+    for (k, v) in [
+        (overrides::ANNOTATION_CPU, "4"),
+        (overrides::ANNOTATION_MEMORY, "1Gi"),
+    ] {
+        let d = admit(
+            &with_annotation(optin.clone(), k, v),
+            "team-a",
+            "CREATE",
+            &s,
+        );
+        let Decision::Skip {
+            reason: SkipReason::OverrideRefused,
+            detail: Some(why),
+        } = &d
+        else {
+            panic!("{k}={v}: {d:?}")
+        };
+        assert!(why.contains(k), "{why}");
+    }
 }

@@ -135,6 +135,8 @@ fn inject_document(
         sub_resource: None,
         namespace: &namespace,
         pod: Some(&pod),
+        // Offline there is no namespace to read a Pod Security level from.
+        pod_security: None,
     };
     let result = match decide_admission(&subject, settings) {
         Decision::Inject(plan) => {

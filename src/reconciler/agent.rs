@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::crd::{Attachment, Phase};
 use super::metrics::{ReconcilerMetrics, WatchedKind, WatchedLabels};
 use crate::control::{
-    agent_path, AttachmentLookup, AttachmentState, TokenKey, ENV_CONTROL_TOKEN, ENV_CONTROL_URL,
+    agent_path, AttachmentLookup, AttachmentState, TokenKeys, ENV_CONTROL_TOKEN, ENV_CONTROL_URL,
 };
 use crate::status::{AttachmentSummary, PodSummary, StatusSource};
 
@@ -24,7 +24,7 @@ pub type AgentEnv = Arc<dyn Fn(&str, &str, &str) -> Vec<EnvVar> + Send + Sync>;
 
 /// `WHISPERER_CONTROL_URL` (`base_url` + the Attachment's agent path) and
 /// `WHISPERER_CONTROL_TOKEN` (minted with `key`, which every replica shares).
-pub fn control_api_env(base_url: &str, key: TokenKey) -> AgentEnv {
+pub fn control_api_env(base_url: &str, key: TokenKeys) -> AgentEnv {
     let base = base_url.trim_end_matches('/').to_string();
     Arc::new(move |namespace: &str, name: &str, uid: &str| {
         vec![
@@ -148,7 +148,9 @@ mod tests {
 
     #[test]
     fn env_carries_url_and_a_verifiable_token() {
-        let key = TokenKey::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec());
+        let key = TokenKeys::single(crate::control::TokenKey::from_bytes(
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+        ));
         let env = control_api_env("https://injector.whisperer-system.svc:8443/", key.clone())(
             "team-a", "cap", "u1",
         );

@@ -6,7 +6,7 @@
 //! and with `--backstop-attach` given an ephemeral Whisperer (`whisperer-backstop`, attachment
 //! identity `backstop`) through the same engine as Attachments.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use super::attach::Outcome;
 use super::controller::Ctx;
 use super::podcache::PodInfo;
 use super::podwork::{self, Request, Step};
+use crate::engine::pod_security::{Level, LABEL_ENFORCE};
 use crate::engine::{
     decide_admission, AdmissionSubject, Decision, ANNOTATION_INJECTED, ANNOTATION_PROFILE,
 };
@@ -40,7 +41,7 @@ fn pod_reference(p: &PodInfo) -> ObjectReference {
 /// Opted-in pods the webhook missed.
 fn uninjected(ctx: &Ctx) -> Vec<Arc<PodInfo>> {
     let settings = ctx.settings.load();
-    let enabled: HashSet<String> = ctx
+    let enabled: HashMap<String, Option<Level>> = ctx
         .caches
         .namespaces
         .state()
@@ -48,10 +49,13 @@ fn uninjected(ctx: &Ctx) -> Vec<Arc<PodInfo>> {
         .filter(|n| {
             n.labels().get(NAMESPACE_LABEL.0).map(String::as_str) == Some(NAMESPACE_LABEL.1)
         })
-        .map(|n| n.name_any())
+        .map(|n| {
+            let level = n.labels().get(LABEL_ENFORCE).map(|v| Level::from_label(v));
+            (n.name_any(), level)
+        })
         .collect();
     ctx.caches.pods.filter(
-        |ns| enabled.contains(ns),
+        |ns| enabled.contains_key(ns),
         |p| {
             if p.terminating() || p.finished() || p.annotation(ANNOTATION_INJECTED).is_some() {
                 return false;
@@ -65,6 +69,7 @@ fn uninjected(ctx: &Ctx) -> Vec<Arc<PodInfo>> {
                 sub_resource: None,
                 namespace: p.namespace(),
                 pod: Some(&pod),
+                pod_security: enabled.get(p.namespace()).copied().flatten(),
             };
             matches!(decide_admission(&subject, &settings), Decision::Inject(_))
         },
@@ -126,6 +131,8 @@ async fn scan(ctx: &Ctx, attach: bool, reported: &mut HashSet<String>) {
             .map_or_else(|| settings.config.default_profile.clone(), str::to_string);
         let req = Request {
             attachment: BACKSTOP_IDENTITY,
+            // The backstop is one identity for every pod: its name serves as its uid.
+            attachment_uid: BACKSTOP_IDENTITY,
             profile: &profile,
             target_container: None,
             deadline: None,

@@ -25,7 +25,7 @@ use super::metrics::{ErrorKind, ReconcilerMetrics};
 use super::podwork::{self, Request, Step};
 use super::status::{self, PodEntry, Readiness, Snapshot};
 use super::ReconcilerError;
-use crate::config::NamespaceDenial;
+use crate::engine::policy::resolve_profile;
 use crate::webhook::SharedSettings;
 
 /// Shared by every reconcile and the backstop.
@@ -151,59 +151,19 @@ async fn write_status(
     Ok(())
 }
 
-fn denial_text(ns: &str, why: NamespaceDenial) -> String {
-    let why = match why {
-        NamespaceDenial::System => "it is a system namespace",
-        NamespaceDenial::InjectorOwn => "it is the injector's own namespace",
-        NamespaceDenial::Denied => "it is in the deny list of the injector's namespace policy",
-        NamespaceDenial::NotAllowed => {
-            "it is not in the allow list of the injector's namespace policy"
-        }
-    };
-    format!("namespace {ns:?} may not get Whisperers: {why}")
-}
-
 /// Why an Attachment cannot work at all, as (condition reason, message).
-fn refusal(
-    att: &Attachment,
-    ns: &str,
-    ctx: &Ctx,
-) -> Result<(String, Deadline), (&'static str, String)> {
+fn refusal(att: &Attachment, ns: &str, ctx: &Ctx) -> Result<(String, Deadline), (String, String)> {
     let settings = ctx.settings.load();
-    settings
-        .namespaces
-        .check(ns)
-        .map_err(|why| ("NamespaceDenied", denial_text(ns, why)))?;
-    let cfg = &settings.config;
-    let profile_name = att
-        .spec
-        .profile
-        .clone()
-        .unwrap_or_else(|| cfg.default_profile.clone());
-    let Some(profile) = cfg.profiles.get(&profile_name) else {
-        return Err((
-            "UnknownProfile",
-            format!(
-                "profile {profile_name:?} is not configured; known: {:?}",
-                cfg.profiles.keys().collect::<Vec<_>>()
-            ),
-        ));
-    };
-    if !profile.allowed_namespaces.is_empty() && !profile.allowed_namespaces.iter().any(|n| n == ns)
-    {
-        return Err((
-            "ProfileNotAllowed",
-            format!("profile {profile_name:?} may not be used in namespace {ns:?}"),
-        ));
-    }
+    let (profile_name, profile) = resolve_profile(&settings, ns, att.spec.profile.as_deref())
+        .map_err(|r| (r.reason.condition_reason(), r.message))?;
     if att.metadata.name.as_deref() == Some(super::backstop::BACKSTOP_IDENTITY) {
         return Err((
-            "InvalidSpec",
+            "InvalidSpec".into(),
             "the name \"backstop\" is reserved for the backstop's Whisperers".into(),
         ));
     }
     if let super::targets::Matcher::Nothing(why) = super::targets::Matcher::of(att) {
-        return Err(("InvalidSpec", why));
+        return Err(("InvalidSpec".into(), why));
     }
     let created = att
         .metadata
@@ -214,10 +174,10 @@ fn refusal(
         created,
         att.spec.ttl.as_deref(),
         profile.max_ttl,
-        &profile_name,
+        profile_name,
     )
-    .map_err(|e| ("InvalidSpec", e))?;
-    Ok((profile_name, dl))
+    .map_err(|e| ("InvalidSpec".to_string(), e))?;
+    Ok((profile_name.to_string(), dl))
 }
 
 async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
@@ -244,7 +204,7 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
         Err((reason, message)) => {
             let readiness = Readiness {
                 ready: false,
-                reason: reason.into(),
+                reason: reason.clone(),
                 message: message.clone(),
             };
             let st = status::build(snapshot(Phase::Failed, Vec::new(), readiness, None));
@@ -256,7 +216,7 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
                 != Some(&message);
             write_status(&api, att, &st).await?;
             if changed || old_phase != Some(Phase::Failed) {
-                ctx.publish(&recorder, &reference, true, reason, message)
+                ctx.publish(&recorder, &reference, true, &reason, message)
                     .await;
             }
             // The configuration may change: look again at the resync.
@@ -275,6 +235,7 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
         .unwrap_or_default();
     let req = Request {
         attachment: &name,
+        attachment_uid: &uid,
         extra_env: &extra_env,
         profile: &profile,
         target_container: att.spec.container.as_deref(),

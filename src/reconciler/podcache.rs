@@ -9,14 +9,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod, PodSpec, PodStatus, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EphemeralContainer, Pod, PodSpec, PodStatus, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::Expression;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
-use super::podview::{controller_of, PodView};
+use super::podview::{controller_of, ContainerView, PodView};
+use crate::engine::ENV_ATTACHMENT_UID;
 
 /// Annotations kept: the engine reads these, nothing else.
 const KEPT_ANNOTATION_PREFIX: &str = "whisperer.dev/";
@@ -62,6 +65,28 @@ pub struct Ended {
     pub reason: Option<Box<str>>,
 }
 
+/// A container as the engine checks it: name and image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ctr {
+    pub name: Box<str>,
+    pub image: Box<str>,
+}
+
+/// An ephemeral container, with the attachment uid its Whisperer env names (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eph {
+    pub name: Box<str>,
+    pub image: Box<str>,
+    pub attachment_uid: Option<Box<str>>,
+}
+
+fn ctr(c: &ContainerView) -> Ctr {
+    Ctr {
+        name: boxed(&c.name),
+        image: boxed(c.image.as_deref().unwrap_or_default()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
     name: Box<str>,
@@ -73,10 +98,13 @@ pub struct PodInfo {
     controller: Option<Box<(Box<str>, Box<str>)>>,
     terminating: bool,
     phase: PodPhase,
-    containers: Box<[Box<str>]>,
-    ephemeral: Box<[Box<str>]>,
+    containers: Box<[Ctr]>,
+    init_containers: Box<[Ctr]>,
+    ephemeral: Box<[Eph]>,
     volumes: Box<[Box<str>]>,
     ended: Box<[Ended]>,
+    /// hostNetwork, hostPID, hostIPC.
+    host: [bool; 3],
 }
 
 fn boxed(s: &str) -> Box<str> {
@@ -104,13 +132,23 @@ impl PodInfo {
             controller: controller_of(m).map(|(k, n)| Box::new((boxed(k), boxed(n)))),
             terminating: m.deletion_timestamp.is_some(),
             phase: PodPhase::parse(v.status.phase.as_deref()),
-            containers: v.spec.containers.iter().map(|c| boxed(&c.name)).collect(),
+            containers: v.spec.containers.iter().map(ctr).collect(),
+            init_containers: v.spec.init_containers.iter().map(ctr).collect(),
             ephemeral: v
                 .spec
                 .ephemeral_containers
                 .iter()
-                .map(|c| boxed(&c.name))
+                .map(|c| Eph {
+                    name: boxed(&c.name),
+                    image: boxed(c.image.as_deref().unwrap_or_default()),
+                    attachment_uid: c.env(ENV_ATTACHMENT_UID).map(boxed),
+                })
                 .collect(),
+            host: [
+                v.spec.host_network == Some(true),
+                v.spec.host_pid == Some(true),
+                v.spec.host_ipc == Some(true),
+            ],
             volumes: v.spec.volumes.iter().map(|c| boxed(&c.name)).collect(),
             ended: v
                 .status
@@ -175,7 +213,15 @@ impl PodInfo {
     }
 
     pub fn has_ephemeral(&self, name: &str) -> bool {
-        self.ephemeral.iter().any(|c| &**c == name)
+        self.ephemeral.iter().any(|c| &*c.name == name)
+    }
+
+    /// Whether the ephemeral container `name` is the Whisperer of attachment `uid` with
+    /// `image`, rather than a container somebody else gave that name.
+    pub fn ephemeral_is(&self, name: &str, image: &str, uid: &str) -> bool {
+        self.ephemeral.iter().any(|c| {
+            &*c.name == name && &*c.image == image && c.attachment_uid.as_deref() == Some(uid)
+        })
     }
 
     pub fn ephemeral_terminated(&self, name: &str) -> Option<&Ended> {
@@ -193,12 +239,15 @@ impl PodInfo {
             || self.terminating != other.terminating
             || self.phase != other.phase
             || self.containers != other.containers
+            || self.init_containers != other.init_containers
             || self.volumes != other.volumes
+            || self.host != other.host
     }
 
     /// Whether the ephemeral container `name` (presence or end) differs.
     pub fn ephemeral_differs(&self, other: &PodInfo, name: &str) -> bool {
-        self.has_ephemeral(name) != other.has_ephemeral(name)
+        let find = |p: &PodInfo| p.ephemeral.iter().find(|c| &*c.name == name).cloned();
+        find(self) != find(other)
             || self.ephemeral_terminated(name) != other.ephemeral_terminated(name)
     }
 
@@ -236,19 +285,22 @@ impl PodInfo {
                 ..ObjectMeta::default()
             },
             spec: Some(PodSpec {
-                containers: self
-                    .containers
-                    .iter()
-                    .map(|n| Container {
-                        name: n.to_string(),
-                        ..Container::default()
-                    })
-                    .collect(),
+                containers: self.containers.iter().map(Ctr::to_container).collect(),
+                init_containers: (!self.init_containers.is_empty())
+                    .then(|| self.init_containers.iter().map(Ctr::to_container).collect()),
                 ephemeral_containers: Some(
                     self.ephemeral
                         .iter()
-                        .map(|n| EphemeralContainer {
-                            name: n.to_string(),
+                        .map(|c| EphemeralContainer {
+                            name: c.name.to_string(),
+                            image: Some(c.image.to_string()),
+                            env: c.attachment_uid.as_ref().map(|uid| {
+                                vec![EnvVar {
+                                    name: ENV_ATTACHMENT_UID.into(),
+                                    value: Some(uid.to_string()),
+                                    ..EnvVar::default()
+                                }]
+                            }),
                             ..EphemeralContainer::default()
                         })
                         .collect(),
@@ -262,12 +314,25 @@ impl PodInfo {
                         })
                         .collect(),
                 ),
+                host_network: self.host[0].then_some(true),
+                host_pid: self.host[1].then_some(true),
+                host_ipc: self.host[2].then_some(true),
                 ..PodSpec::default()
             }),
             status: Some(PodStatus {
                 phase: self.phase.as_str().map(str::to_string),
                 ..PodStatus::default()
             }),
+        }
+    }
+}
+
+impl Ctr {
+    fn to_container(&self) -> Container {
+        Container {
+            name: self.name.to_string(),
+            image: Some(self.image.to_string()),
+            ..Container::default()
         }
     }
 }
@@ -493,8 +558,9 @@ mod tests {
         // Another Attachment's Whisperer arrives: only that Attachment cares.
         v.spec
             .ephemeral_containers
-            .push(crate::reconciler::podview::Named {
+            .push(crate::reconciler::podview::ContainerView {
                 name: "whisperer-other".into(),
+                ..Default::default()
             });
         let ch = c.apply(&Event::Apply(v.clone())).expect("change");
         assert!(ch.matters_to(&names("other")));

@@ -24,16 +24,50 @@ pub struct PodView {
 #[serde(rename_all = "camelCase")]
 pub struct ViewSpec {
     #[serde(default)]
-    pub containers: Vec<Named>,
+    pub containers: Vec<ContainerView>,
     #[serde(default)]
-    pub ephemeral_containers: Vec<Named>,
+    pub init_containers: Vec<ContainerView>,
+    #[serde(default)]
+    pub ephemeral_containers: Vec<ContainerView>,
     #[serde(default)]
     pub volumes: Vec<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hostPID")]
+    pub host_pid: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hostIPC")]
+    pub host_ipc: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Named {
     pub name: String,
+}
+
+/// A container's name and image, and the env var that tells whose Whisperer it is.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerView {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvView {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl ContainerView {
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -25,6 +25,9 @@ use crate::render::ephemeral_container;
 pub struct Request<'a> {
     /// Attachment identity: names the containers and goes into `WHISPERER_ATTACHMENT`.
     pub attachment: &'a str,
+    /// The attachment's uid (`WHISPERER_ATTACHMENT_UID`): a container found under one of our
+    /// names counts as ours only when it carries it and the profile's image.
+    pub attachment_uid: &'a str,
     pub profile: &'a str,
     pub target_container: Option<&'a str>,
     /// RFC 3339, handed to the agent in `WHISPERER_DEADLINE`.
@@ -71,11 +74,18 @@ pub fn step(
 ) -> Step {
     let uid = pod.uid();
     let entry = |state| PodEntry::new(pod.name(), state);
-    let current = (0..names.len())
-        .rev()
-        .find(|&i| pod.has_ephemeral(&names[i]) || memory.recently_attached(uid, &names[i]));
+    let image = settings
+        .config
+        .profiles
+        .get(req.profile)
+        .map_or("", |p| p.image.as_str());
+    let ours = |i: usize| {
+        memory.recently_attached(uid, &names[i])
+            || pod.ephemeral_is(&names[i], image, req.attachment_uid)
+    };
+    let current = (0..names.len()).rev().find(|&i| ours(i));
     let mut note = None;
-    let next = match current {
+    let start = match current {
         None => 0,
         Some(i) => {
             let name = &names[i];
@@ -107,6 +117,31 @@ pub fn step(
             i + 1
         }
     };
+    // A name held by a container that is not ours (another image or attachment uid, e.g.
+    // one a pod owner added to fake an attachment) is skipped, never counted as attached.
+    let foreign: Vec<&str> = (start..names.len())
+        .filter(|&i| pod.has_ephemeral(&names[i]))
+        .map(|i| names[i].as_str())
+        .collect();
+    let Some(next) = (start..names.len()).find(|&i| !pod.has_ephemeral(&names[i])) else {
+        let e = entry(PodState::Failed).reason(
+            SkipReason::NameConflict.as_str(),
+            Some(format!(
+                "ephemeral containers {foreign:?} exist but are not this attachment's Whisperer \
+                 (image or {} differ); no generation name is left",
+                crate::engine::ENV_ATTACHMENT_UID
+            )),
+        );
+        return Step::Entry(e, None);
+    };
+    if !foreign.is_empty() {
+        let n = format!(
+            "ephemeral container {:?} is not this attachment's Whisperer (image or {} differ)",
+            foreign[0],
+            crate::engine::ENV_ATTACHMENT_UID
+        );
+        note = Some(note.map_or(n.clone(), |prev| format!("{prev}; {n}")));
+    }
     let name = &names[next];
     let generation = gen_of(next);
     if let Some((e, retry_at)) = memory.backing_off(uid, name) {
@@ -114,6 +149,7 @@ pub fn step(
     }
     let subject = AttachSubject {
         attachment: req.attachment,
+        attachment_uid: req.attachment_uid,
         profile: Some(req.profile),
         target_container: req.target_container,
         deadline: req.deadline,
@@ -250,7 +286,11 @@ pub fn settle(w: &Work, outcome: &Outcome, memory: &Memory) -> Option<(PodEntry,
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::reconciler::podview::{EphemeralState, EphemeralStatus, Named, PodView, Terminated};
+    use crate::config::DEFAULT_IMAGE;
+    use crate::engine::ENV_ATTACHMENT_UID;
+    use crate::reconciler::podview::{
+        ContainerView, EnvView, EphemeralState, EphemeralStatus, PodView, Terminated,
+    };
 
     fn settings() -> Settings {
         Settings::new(Arc::new(Config::default()), "whisperer-system")
@@ -261,11 +301,20 @@ mod tests {
         p.metadata.name = Some(name.into());
         p.metadata.namespace = Some("a".into());
         p.metadata.uid = Some(format!("uid-{name}"));
-        p.spec.containers = vec![Named { name: "app".into() }];
+        p.spec.containers = vec![ContainerView {
+            name: "app".into(),
+            image: Some("nginx".into()),
+            env: Vec::new(),
+        }];
         p.spec.ephemeral_containers = ephemeral
             .iter()
-            .map(|n| Named {
+            .map(|n| ContainerView {
                 name: n.to_string(),
+                image: Some(DEFAULT_IMAGE.into()),
+                env: vec![EnvView {
+                    name: ENV_ATTACHMENT_UID.into(),
+                    value: Some("uid-cap".into()),
+                }],
             })
             .collect();
         p.status.phase = Some("Running".into());
@@ -286,6 +335,7 @@ mod tests {
 
     const REQ: Request<'static> = Request {
         attachment: "cap",
+        attachment_uid: "uid-cap",
         profile: "default",
         target_container: None,
         deadline: Some("2030-01-01T00:00:00Z"),
@@ -346,6 +396,48 @@ mod tests {
             Step::Entry(e, None) => {
                 assert_eq!(e.state, PodState::Failed);
                 assert_eq!(e.reason.as_deref(), Some("GenerationsExhausted"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_look_alike_container_is_not_an_attachment() {
+        let names = generation_names("cap", 3);
+        let mem = Memory::default();
+        let s = settings();
+        // Same name, but another image: a pod owner's fake.
+        let mut fake = running("p", &["whisperer-cap"]);
+        fake.spec.ephemeral_containers[0].image = Some("busybox".into());
+        match step(&Arc::new(PodInfo::new(&fake)), &REQ, &names, &s, &mem) {
+            Step::Patch(w) => {
+                assert_eq!(w.container.name, "whisperer-cap-2");
+                assert!(w
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("not this attachment")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Same name and image, but another attachment's uid.
+        let mut other = running("p", &["whisperer-cap"]);
+        other.spec.ephemeral_containers[0].env[0].value = Some("uid-old".into());
+        assert!(matches!(
+            step(&Arc::new(PodInfo::new(&other)), &REQ, &names, &s, &mem),
+            Step::Patch(w) if w.generation == 2
+        ));
+        // Every name taken by look-alikes: refused, never "attached".
+        let mut all = running(
+            "p",
+            &["whisperer-cap", "whisperer-cap-2", "whisperer-cap-3"],
+        );
+        for c in &mut all.spec.ephemeral_containers {
+            c.image = Some("busybox".into());
+        }
+        match step(&Arc::new(PodInfo::new(&all)), &REQ, &names, &s, &mem) {
+            Step::Entry(e, None) => {
+                assert_eq!(e.state, PodState::Failed);
+                assert_eq!(e.reason.as_deref(), Some("name-conflict"));
             }
             other => panic!("{other:?}"),
         }

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::answer::answer;
 use super::error::{json_error, ReviewError};
+use super::namespaces::PodSecurityLevels;
 use crate::engine::Settings;
 use crate::metrics::{InFlight, Outcome, RequestLabels, WebhookMetrics};
 
@@ -33,6 +34,8 @@ pub struct WebhookState {
     pub registry: Arc<Registry>,
     /// False until the server can answer and again once shutdown starts.
     pub ready: AtomicBool,
+    /// Filled by a namespace watch when the server has cluster credentials.
+    pub pod_security: PodSecurityLevels,
 }
 
 impl WebhookState {
@@ -46,6 +49,7 @@ impl WebhookState {
             metrics,
             registry,
             ready: AtomicBool::new(false),
+            pod_security: PodSecurityLevels::default(),
         })
     }
 }
@@ -158,5 +162,5 @@ async fn review(
         .to_bytes();
 
     let settings = st.settings.load();
-    answer(&bytes, &settings)
+    answer(&bytes, &settings, &st.pod_security)
 }

@@ -8,13 +8,24 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EphemeralContainer, HostAlias, Pod, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, EphemeralContainer, HostAlias, Pod, PodSecurityContext, PodSpec, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Named {
     name: String,
+}
+
+/// Containers: the name, and what tells our own sidecar apart (image, restart policy).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerShape {
+    name: String,
+    image: Option<String>,
+    restart_policy: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -30,11 +41,18 @@ struct MetaShape {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SpecShape {
-    containers: Vec<Named>,
-    init_containers: Option<Vec<Named>>,
+    containers: Vec<ContainerShape>,
+    init_containers: Option<Vec<ContainerShape>>,
     ephemeral_containers: Option<Vec<Named>>,
     volumes: Option<Vec<Named>>,
     host_aliases: Option<Vec<HostAlias>>,
+    // Policy (host namespaces) and Pod Security (pod-level context) read these.
+    host_network: Option<bool>,
+    #[serde(rename = "hostPID")]
+    host_pid: Option<bool>,
+    #[serde(rename = "hostIPC")]
+    host_ipc: Option<bool>,
+    security_context: Option<PodSecurityContext>,
 }
 
 #[derive(Deserialize)]
@@ -47,8 +65,10 @@ struct PodShape {
 /// Parses the fields the engine uses into a `Pod`; every other field is left empty.
 pub fn parse_admitted_pod(json: &str) -> Result<Pod, serde_json::Error> {
     let shape: PodShape = serde_json::from_str(json)?;
-    let container = |n: Named| Container {
-        name: n.name,
+    let container = |c: ContainerShape| Container {
+        name: c.name,
+        image: c.image,
+        restart_policy: c.restart_policy,
         ..Default::default()
     };
     let spec = shape.spec.map(|s| PodSpec {
@@ -73,6 +93,10 @@ pub fn parse_admitted_pod(json: &str) -> Result<Pod, serde_json::Error> {
                 .collect()
         }),
         host_aliases: s.host_aliases,
+        host_network: s.host_network,
+        host_pid: s.host_pid,
+        host_ipc: s.host_ipc,
+        security_context: s.security_context,
         ..Default::default()
     });
     let m = shape.metadata;
@@ -116,11 +140,13 @@ mod tests {
             "review-job-pod.json",
             "review-pod-no-annotations.json",
             "review-pod-opted-out.json",
+            "review-pod-host-network.json",
+            "review-pod-reinvoked.json",
         ] {
             let text = fixture_pod_json(f);
             let full: Pod = serde_json::from_str(&text).expect("full");
             let shape = parse_admitted_pod(&text).expect("shape");
-            let answer = |pod: &Pod| {
+            let answer = |pod: &Pod, pod_security| {
                 let subject = AdmissionSubject {
                     operation: "CREATE",
                     group: "",
@@ -129,15 +155,21 @@ mod tests {
                     sub_resource: None,
                     namespace: "team-a",
                     pod: Some(pod),
+                    pod_security,
                 };
+                let displaced =
+                    crate::engine::reinvocation::displaced_native_sidecar(pod, &settings);
                 match decide_admission(&subject, &settings) {
                     crate::engine::Decision::Inject(plan) => {
                         serde_json::to_string(&json_patch(pod, &plan)).expect("json")
                     }
-                    skip => format!("{skip:?}"),
+                    skip => format!("{skip:?} {displaced:?}"),
                 }
             };
-            assert_eq!(answer(&shape), answer(&full), "{f}");
+            use crate::engine::pod_security::Level;
+            for level in [None, Some(Level::Baseline), Some(Level::Restricted)] {
+                assert_eq!(answer(&shape, level), answer(&full, level), "{f} {level:?}");
+            }
         }
     }
 

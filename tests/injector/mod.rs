@@ -20,7 +20,7 @@ profiles:
     image: ghcr.io/whisperer-dev/whisperer:v0.1.0
     args: ["--interface", "any"]
     env: [{name: WHISPERER_LOG, value: info}]
-    securityContext: {capabilities: {add: [NET_RAW, NET_ADMIN], drop: [ALL]}}
+    securityContext: {capabilities: {add: [NET_RAW], drop: [ALL]}}
     volumeMounts: [{name: whisperer-captures, mountPath: /captures}]
     volumes: [{name: whisperer-captures, emptyDir: {sizeLimit: 256Mi}}]
     hostAliases:
