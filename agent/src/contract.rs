@@ -12,6 +12,8 @@ pub const PROFILE: &str = "WHISPERER_PROFILE";
 pub const DNS_SERVER: &str = "WHISPERER_DNS_SERVER";
 /// Set for attachments only.
 pub const ATTACHMENT: &str = "WHISPERER_ATTACHMENT";
+/// The Attachment's uid (logs; the control URL already names it).
+pub const ATTACHMENT_UID: &str = "WHISPERER_ATTACHMENT_UID";
 /// RFC 3339; the agent stops at this instant whatever the control API says.
 pub const DEADLINE: &str = "WHISPERER_DEADLINE";
 pub const CONTROL_URL: &str = "WHISPERER_CONTROL_URL";
@@ -30,6 +32,7 @@ pub struct Contract {
     pub profile: Option<String>,
     pub dns_server: Option<SocketAddr>,
     pub attachment: Option<String>,
+    pub attachment_uid: Option<String>,
     pub deadline: Option<jiff::Timestamp>,
     pub control_url: Option<String>,
     pub control_token: Option<String>,
@@ -85,6 +88,7 @@ impl Contract {
             profile: non_empty(get, PROFILE),
             dns_server,
             attachment: non_empty(get, ATTACHMENT),
+            attachment_uid: non_empty(get, ATTACHMENT_UID),
             deadline,
             control_url: non_empty(get, CONTROL_URL),
             control_token: non_empty(get, CONTROL_TOKEN),
@@ -121,7 +125,8 @@ mod tests {
                 "https://whisperer-injector.whisperer-system.svc:443/agent/v1/x",
             ),
             (CONTROL_TOKEN, "abc"),
-            ("WHISPERER_ATTACHMENT_UID", "u-1"),
+            (ATTACHMENT_UID, "u-1"),
+            ("WHISPERER_SOMETHING_NEWER", "x"),
             (MEMORY_LIMIT, "64Mi"),
         ]);
         assert_eq!(c.pod_name.as_deref(), Some("web-0"));
@@ -131,6 +136,7 @@ mod tests {
             Some("2026-12-01T22:00:00Z".parse().expect("ts"))
         );
         assert_eq!(c.memory_limit, Some(64 << 20));
+        assert_eq!(c.attachment_uid.as_deref(), Some("u-1"));
     }
 
     #[test]

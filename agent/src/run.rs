@@ -238,6 +238,7 @@ pub async fn run(args: Args, contract: Contract) -> Result<StopReason, RunError>
         interface = %args.interface,
         pod = contract.pod_name.as_deref().unwrap_or("-"),
         attachment = contract.attachment.as_deref().unwrap_or("-"),
+        attachment_uid = contract.attachment_uid.as_deref().unwrap_or("-"),
         deadline = ?deadline,
         "capturing"
     );
