@@ -560,7 +560,16 @@ async fn inner_agent_in_pod_namespaces() {
             .command("tcpdump")
             // Immediate mode: every packet is in the file when tcpdump is stopped; its ring
             // then has one 256 KiB slot per packet, so make it large enough for the bursts.
-            .args(["-i", "any", "--immediate-mode", "-B", "32768", "-U", "-n", "-w"])
+            .args([
+                "-i",
+                "any",
+                "--immediate-mode",
+                "-B",
+                "32768",
+                "-U",
+                "-n",
+                "-w",
+            ])
             .arg(&reference)
             .arg(format!("tcp port {HTTP_PORT}"))
             .stderr(std::fs::File::create(&tcpdump_log).expect("log"))
@@ -756,6 +765,9 @@ async fn inner_agent_in_pod_namespaces() {
             "256KiB",
             "--keep",
             "100",
+            // The whole download fits in the ring: on a busy machine nothing is dropped.
+            "--buffer-size",
+            "32MiB",
         ]
         .map(String::from),
     );
