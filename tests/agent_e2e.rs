@@ -802,15 +802,69 @@ async fn inner_agent_in_pod_namespaces() {
         "{captured} bytes from the server in the rotated files"
     );
 
-    // The deadline stops an agent whatever the control API would say later.
+    // No writable --out-dir (an attached Whisperer has no volume): said once, counted, and
+    // the JSON lines go on. Then the deadline stops the agent.
     attachments
-        .create(&PostParams::default(), &attach("short", "5s"))
+        .create(&PostParams::default(), &attach("short", "8s"))
         .await
         .expect("create attachment");
     let pod = attached("whisperer-short").await;
-    let (args, env) = container_spec(&pod, "whisperer-short");
+    let (mut args, env) = container_spec(&pod, "whisperer-short");
+    args.extend(
+        [
+            "--out-dir",
+            "/nonexistent/captures",
+            "--metrics-listen",
+            "127.0.0.1:9099",
+        ]
+        .map(String::from),
+    );
     let deadline: jiff::Timestamp = env["WHISPERER_DEADLINE"].parse().expect("deadline");
     let mut agent = Agent::start(&e, d, "short", &args, &env).await;
+    for path in ["/no-volume-1", "/no-volume-2"] {
+        assert!(curl(&e, &["-o", "/dev/null", &url(&e, path)])
+            .status
+            .success());
+    }
+    agent
+        .wait_http("lines without a capture volume", |l| {
+            l.iter()
+                .filter(|v| {
+                    v["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("/no-volume"))
+                })
+                .count()
+                == 2
+        })
+        .await;
+    let metrics = e
+        .web
+        .command("curl")
+        .args(["-fs", "http://127.0.0.1:9099/metrics"])
+        .output()
+        .expect("curl metrics");
+    let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(
+        sample("whisperer_dropped_total{what=\"pcap_unwritable\"}") > 0.0,
+        "{metrics}"
+    );
+    assert!(sample("whisperer_http_exchanges_total") >= 2.0, "{metrics}");
+    assert!(sample("whisperer_packets_total") > 0.0, "{metrics}");
+    assert_eq!(
+        agent.log().matches("pcapng output unavailable").count(),
+        1,
+        "{}",
+        agent.log()
+    );
     let (status, _) = agent
         .exit(Duration::from_secs(30), "the agent to stop at its deadline")
         .await;
