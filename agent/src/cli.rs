@@ -73,10 +73,10 @@ pub struct Args {
     #[arg(long, default_value = "64KiB", value_parser = size)]
     pub max_header: u64,
     /// Out-of-order bytes buffered per TCP direction before the missing range is skipped.
-    #[arg(long, default_value = "256KiB", value_parser = size)]
+    #[arg(long, default_value = "128KiB", value_parser = size)]
     pub flow_buffer: u64,
     /// Memory for all flows together; over it the oldest flow is evicted.
-    #[arg(long, default_value = "16MiB", value_parser = size)]
+    #[arg(long, default_value = "8MiB", value_parser = size)]
     pub reassembly_memory: u64,
     /// Most TCP flows tracked at once.
     #[arg(long, default_value_t = 16_384)]

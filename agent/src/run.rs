@@ -166,7 +166,8 @@ pub async fn run(args: Args, contract: Contract) -> Result<StopReason, RunError>
         idle_ns: args.flow_timeout.as_nanos() as u64,
     };
     let table = FlowTable::new(limits, metrics.clone());
-    let (tx, rx) = mpsc::channel(1024);
+    // At most 64 batches of 256 records wait for the writer (a few MiB); more are dropped.
+    let (tx, rx) = mpsc::channel(64);
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done_rx) = oneshot::channel();
     let capture = {
