@@ -317,6 +317,53 @@ impl Agent {
     }
 }
 
+/// A collector on the node: keeps the bodies POSTed to it (HTTP/1.1, keep-alive).
+async fn collector(node: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind((node, 0))
+        .await
+        .expect("bind collector");
+    let url = format!("http://{}/ingest", listener.local_addr().expect("addr"));
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    keep.lock().expect("lock").push(text);
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if r.get_mut().write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
 fn curl(e: &Env, args: &[&str]) -> std::process::Output {
     e.client
         .command("curl")
@@ -810,12 +857,15 @@ async fn inner_agent_in_pod_namespaces() {
         .expect("create attachment");
     let pod = attached("whisperer-short").await;
     let (mut args, env) = container_spec(&pod, "whisperer-short");
+    let (collector_url, collected) = collector(&e.node).await;
     args.extend(
         [
             "--out-dir",
             "/nonexistent/captures",
             "--metrics-listen",
             "127.0.0.1:9099",
+            "--collector",
+            &collector_url,
         ]
         .map(String::from),
     );
@@ -865,6 +915,28 @@ async fn inner_agent_in_pod_namespaces() {
         "{}",
         agent.log()
     );
+    // The same lines reach the collector as NDJSON batches.
+    poll_until(
+        Duration::from_secs(10),
+        "the lines at the collector",
+        || {
+            let got = collected.lock().expect("lock").clone();
+            async move {
+                let n = got
+                    .iter()
+                    .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+                    .map(|l| serde_json::from_str::<Value>(&l).expect("NDJSON"))
+                    .filter(|v| {
+                        v["path"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("/no-volume"))
+                    })
+                    .count();
+                (n == 2).then_some(())
+            }
+        },
+    )
+    .await;
     let (status, _) = agent
         .exit(Duration::from_secs(30), "the agent to stop at its deadline")
         .await;
