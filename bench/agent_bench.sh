@@ -53,7 +53,7 @@ trap cleanup EXIT
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     cargo build --release -p whisperer
 fi
-AGENT=$PWD/target/release/whisperer
+AGENT=${AGENT:-$PWD/target/release/whisperer}
 [ -x "$AGENT" ] || { echo "no $AGENT" >&2; exit 1; }
 
 ip netns add "$NS_SRV"

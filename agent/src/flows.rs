@@ -87,6 +87,9 @@ struct Http {
     parsers: [Option<Parser>; 2],
     pending: VecDeque<Pending>,
     response: Option<(u16, u8, Ts)>,
+    /// Bytes of the response direction were lost since its last message: the next response
+    /// may answer a later request than the oldest pending one.
+    response_gap: bool,
     exchanges: u64,
     events: Vec<Event>,
 }
@@ -179,6 +182,9 @@ impl Http {
                 }
             }
             Piece::Gap(n) => {
+                if self.role(dir) == Role::Response {
+                    self.response_gap = true;
+                }
                 if let Some(p) = self.parsers[dir].as_mut() {
                     p.gap(n, ts, &mut self.events);
                     self.handle_events(dir, out);
@@ -269,6 +275,16 @@ impl Http {
                     ts,
                 } => {
                     self.kind = Kind::Http;
+                    if std::mem::take(&mut self.response_gap) {
+                        // Whole responses may have been lost: without pipelining a response
+                        // answers the latest request, so the older ones are given up as gaps
+                        // rather than paired with the wrong answer.
+                        while self.pending.len() > 1 {
+                            let old = self.pending.pop_front();
+                            let at = old.as_ref().map_or(ts, |p| p.head.ts);
+                            self.exchange(old, None, at, 0, Some(Issue::Gap), out);
+                        }
+                    }
                     self.response = Some((status, version, ts));
                 }
                 Event::End { bytes, ts, issue } => match role {
@@ -407,6 +423,7 @@ impl FlowTable {
                     parsers: [None, None],
                     pending: VecDeque::new(),
                     response: None,
+                    response_gap: false,
                     exchanges: 0,
                     events: Vec::new(),
                 },

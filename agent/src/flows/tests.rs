@@ -309,3 +309,24 @@ fn flow_count_cap() {
     }
     assert_eq!(out.len(), 90);
 }
+
+#[test]
+fn a_lost_response_is_a_gap_not_a_wrong_pair() {
+    let mut c = Conn::new(Limits::default());
+    c.handshake();
+    c.send(true, "PA", b"GET /first HTTP/1.1\r\n\r\n");
+    // The whole answer to /first is lost from the capture (its bytes never arrive)...
+    let lost = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    c.seq[1] = c.seq[1].wrapping_add(lost.len() as u32);
+    c.send(true, "PA", b"GET /second HTTP/1.1\r\n\r\n");
+    // ... and the next segment is past the hole; the stream skips it when it closes.
+    c.send(false, "PA", b"HTTP/1.1 204 No Content\r\n\r\n");
+    c.fin();
+    assert_eq!(
+        c.http(),
+        [
+            (Some("GET".into()), Some("/first".into()), None, Some("gap")),
+            ex("GET", "/second", 204),
+        ]
+    );
+}
