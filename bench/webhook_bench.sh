@@ -25,7 +25,7 @@ for name, src in [("pod4k", "review-pod-optin.json"), ("env1500", "review-pod-15
 PY
 
 # taskset execs the server, so $! is the server itself: its /proc entry gives peak RSS.
-taskset -c 0 ./target/release/whisperer-injector serve --listen "127.0.0.1:$PORT" \
+taskset -c 0 ./target/release/whisperer-injector serve --listen "127.0.0.1:$PORT" --admin-listen 127.0.0.1:0 \
   --reconciler off --dns off --log warn >/dev/null 2>"$out/server.log" &
 server=$!
 for _ in $(seq 100); do

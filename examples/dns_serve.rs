@@ -6,6 +6,11 @@
 //! LISTEN defaults to 127.0.0.1:5353, PODS to 10000. Pod i gets IP 10.(i>>16).(i>>8).(i&255)
 //! offset by one (10.0.0.1 is pod 0) and the name `pod-<i>.bench.pod.cluster.local`.
 //! Runs on one thread (current-thread runtime) until Ctrl-C or SIGTERM.
+//!
+//! The load generator runs on 127.0.0.1, which is made the IP of a synthetic pod carrying the
+//! default profile's Whisperer: every query pays for the source checks a real Whisperer's do
+//! (rate bucket, trust lookup in the table). The rate limit is set far above what one core
+//! can serve, so it is charged on every query but never refuses one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +18,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use whisperer_injector::dns::{DnsConfig, DnsServer, NameTable};
+use whisperer_injector::config::DEFAULT_IMAGE;
+use whisperer_injector::dns::{DnsConfig, DnsServer, NameTable, RateLimit};
 
 /// The IP of synthetic pod `i`.
 fn pod_ip(i: u32) -> String {
@@ -37,8 +43,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }))?;
         table.apply_pod(&pod);
     }
+    let client: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "load", "namespace": "bench", "uid": "uid-load",
+                      "creationTimestamp": "2024-01-01T00:00:00Z" },
+        "spec": { "containers": [{ "name": "whisperer", "image": DEFAULT_IMAGE }] },
+        "status": { "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{ "ip": "127.0.0.1" }] }
+    }))?;
+    table.apply_pod(&client);
+    table.set_whisperer_images([DEFAULT_IMAGE]);
     let cfg = DnsConfig {
         listen,
+        rate_limit: Some(RateLimit {
+            per_second: 100_000_000,
+            burst: 100_000_000,
+        }),
         ..DnsConfig::default()
     };
     let mut registry = Registry::default();

@@ -31,10 +31,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the injector: admission webhook (HTTPS), reconciler, DNS proxy.
     Serve(ServeArgs),
-    /// Print what a running injector is doing (GET /status).
+    /// Print what a running injector is doing (GET /status on the admin listener).
     Status(StatusArgs),
     /// Inject manifests on disk (Pods and workload pod templates) as the webhook would.
     Inject(InjectArgs),
+    /// Why a pod is or is not injected, rule by rule, and the command that fixes it.
+    Explain(crate::explain::ExplainArgs),
+    /// Whether the API server really calls the webhook (dry-run pod), caBundle, endpoints.
+    Check(crate::check::CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -58,8 +62,9 @@ pub struct InjectArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Base URL of the injector's HTTPS server (e.g. through `kubectl port-forward`).
-    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    /// Base URL of the injector's admin listener (e.g. through `kubectl port-forward`);
+    /// `https://` works for a TLS-terminating proxy in front of it.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
     pub url: String,
     /// CA certificate (PEM) to verify the server with; without it any certificate is accepted.
     #[arg(long)]
@@ -74,6 +79,9 @@ pub struct ServeArgs {
     /// Address the HTTPS server listens on.
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
+    /// Plain-HTTP admin address: `/metrics`, `/status` (and the probes again).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
     /// PEM certificate chain. With neither --tls-cert nor --tls-key, a self-signed
     /// certificate for localhost is generated in memory and its CA printed.
     #[arg(long, requires = "tls_key")]
@@ -132,6 +140,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     #[command(flatten)]
+    pub limits: crate::webhook::LimitArgs,
+    #[command(flatten)]
     pub dns_opts: DnsArgs,
     #[command(flatten)]
     pub reconciler_opts: crate::reconciler::ReconcilerArgs,
@@ -161,6 +171,37 @@ pub struct DnsArgs {
     /// Time one upstream gets to answer a forwarded query.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub dns_upstream_timeout: Duration,
+    /// Network (CIDR, IPv4 or IPv6; a bare IP is one host) whose sources are served besides
+    /// pods carrying a Whisperer, repeatable. Everyone else gets REFUSED.
+    #[arg(long = "dns-trusted-cidr", value_name = "CIDR")]
+    pub dns_trusted_cidrs: Vec<crate::dns::Cidr>,
+    /// Queries per second one source IP may send (token bucket); 0 turns the limit off.
+    #[arg(long, value_name = "QPS", default_value_t = crate::dns::DEFAULT_RATE_LIMIT.per_second)]
+    pub dns_rate_limit: u32,
+    /// Queries one source IP may send at once after being idle (the bucket's size).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::dns::DEFAULT_RATE_LIMIT.burst,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub dns_rate_burst: u32,
+    /// Forwarded queries one source IP may have in flight; beyond, REFUSED.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::dns::DEFAULT_FORWARD_QUOTA as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub dns_forward_quota: u32,
+    /// Forwarded queries in flight at once, all sources together; beyond, SERVFAIL.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::dns::DEFAULT_MAX_FORWARDS as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub dns_max_forwards: u32,
 }
 
 #[derive(Debug, Parser)]

@@ -123,6 +123,15 @@ pub struct Profile {
     /// Let Attachments capture pods annotated `whisperer.dev/inject: "false"`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attach_to_opted_out: bool,
+    /// Hold the pod's other containers until the Whisperer is ready, so their start-up
+    /// traffic is captured. Unset: on for native sidecars (a startupProbe), off for classic
+    /// ones (first container with a postStart hook, which also delays the app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_application_until_ready: Option<bool>,
+    /// Command that returns once the agent in the same container is ready (startupProbe and
+    /// postStart hook); default [`DEFAULT_READY_COMMAND`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready_command: Vec<String>,
     /// What a pod may tune by annotation (`whisperer.dev/cpu`, `/memory`, `/filter`).
     #[serde(default, skip_serializing_if = "Overrides::is_empty")]
     pub overrides: Overrides,
@@ -160,12 +169,23 @@ pub struct QuantityRange {
 }
 
 impl Profile {
+    pub fn ready_command(&self) -> Vec<String> {
+        if self.ready_command.is_empty() {
+            DEFAULT_READY_COMMAND.map(String::from).to_vec()
+        } else {
+            self.ready_command.clone()
+        }
+    }
+
     pub fn container_name(&self) -> &str {
         self.container_name
             .as_deref()
             .unwrap_or(DEFAULT_CONTAINER_NAME)
     }
 }
+
+/// The agent's own readiness check: asks the agent's local metrics listener and waits.
+pub const DEFAULT_READY_COMMAND: [&str; 4] = ["/whisperer", "ready", "--wait", "60s"];
 
 /// User and group the agent image runs as (distroless `nonroot`).
 pub const AGENT_UID: i64 = 65532;

@@ -5,11 +5,14 @@
 //! thin layer around them.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dns;
 pub mod engine;
+pub mod explain;
+pub mod kubeclient;
 pub mod metrics;
 pub mod offline;
 pub mod reconciler;

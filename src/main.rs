@@ -39,6 +39,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inject(args) => inject(&args),
+        Command::Check(args) => {
+            let (ok, report) = whisperer_injector::check::run(&args).await?;
+            print!("{report}");
+            if !ok {
+                anyhow::bail!("the webhook is not reachable as it should be (see above)");
+            }
+            Ok(())
+        }
+        Command::Explain(args) => {
+            print!("{}", whisperer_injector::explain::run(&args).await?);
+            Ok(())
+        }
         Command::Status(args) => {
             let ca = match &args.cacert {
                 Some(p) => Some(

@@ -14,6 +14,9 @@ pub enum Outcome {
     injected,
     skipped,
     rejected,
+    /// An Attachment review (src/webhook/requester.rs); `reason` says whether the requester
+    /// was recorded.
+    attachment,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,11 +48,46 @@ pub struct ReloadLabels {
     pub result: ReloadResult,
 }
 
+/// Why the server closed a connection on its own.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ConnClose {
+    /// No request head within `--header-timeout` of connecting (TLS included) or of the
+    /// first byte of a new HTTP/1.1 request.
+    header_timeout,
+    /// No request in flight for `--idle-timeout`.
+    idle,
+    /// Refused at accept: `--max-connections` were open.
+    over_limit,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnCloseLabels {
+    pub listener: Listener,
+    pub reason: ConnClose,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Listener {
+    webhook,
+    admin,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: Listener,
+}
+
 #[derive(Clone)]
 pub struct WebhookMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Histogram,
     pub in_flight: Gauge,
+    /// Bytes of admission request bodies held in memory right now.
+    pub body_bytes: Gauge,
+    pub connections: Family<ListenerLabels, Gauge>,
+    pub connections_closed: Family<ConnCloseLabels, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub cert_expiry: Gauge,
 }
@@ -61,6 +99,9 @@ impl WebhookMetrics {
             // 50µs .. ~0.4s
             latency: Histogram::new(exponential_buckets(0.00005, 2.0, 14)),
             in_flight: Gauge::default(),
+            body_bytes: Gauge::default(),
+            connections: Family::default(),
+            connections_closed: Family::default(),
             reloads: Family::default(),
             cert_expiry: Gauge::default(),
         };
@@ -78,6 +119,21 @@ impl WebhookMetrics {
             "whisperer_webhook_requests_in_flight",
             "Admission requests being answered right now",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "whisperer_webhook_body_bytes_buffered",
+            "Bytes of admission request bodies held in memory right now (bounded by --max-buffered-body-bytes)",
+            m.body_bytes.clone(),
+        );
+        registry.register(
+            "whisperer_connections",
+            "Open connections by listener",
+            m.connections.clone(),
+        );
+        registry.register(
+            "whisperer_connections_closed",
+            "Connections the server closed or refused on its own, by listener and reason",
+            m.connections_closed.clone(),
         );
         registry.register(
             "whisperer_reloads",

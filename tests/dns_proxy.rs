@@ -1,11 +1,16 @@
 //! The DNS proxy over real sockets, queried by hickory's stub resolver (and by hand-built
 //! messages where a test needs to see the wire: TC bit, garbage). Cluster state comes from a
 //! real kube-apiserver (tests/support); the forwarding upstream is a real hickory-server.
+//!
+//! The proxy serves trusted sources only. Most tests ask from 127.0.0.1, trusted by CIDR; the
+//! tests of source policy bind their client sockets to other loopback addresses (all of
+//! 127.0.0.0/8 is loopback on Linux) and give pods those IPs, as a kubelet would.
 
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +28,11 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use support::{poll_until, ControlPlane};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
+use whisperer_injector::config::DEFAULT_IMAGE;
 use whisperer_injector::dns::reverse::reverse_name;
-use whisperer_injector::dns::{watch_cluster, DnsConfig, DnsServer, NameTable};
+use whisperer_injector::dns::{watch_cluster, Cidr, DnsConfig, DnsServer, NameTable, RateLimit};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -37,14 +43,28 @@ struct Proxy {
     _stop: oneshot::Sender<()>,
 }
 
+fn cidr(s: &str) -> Cidr {
+    s.parse().expect("cidr")
+}
+
 impl Proxy {
+    /// A proxy that trusts the tests' usual client address, 127.0.0.1.
     async fn start(table: Arc<NameTable>, upstreams: Vec<SocketAddr>, timeout: Duration) -> Proxy {
+        let cfg = DnsConfig {
+            upstreams,
+            upstream_timeout: timeout,
+            trusted_cidrs: vec![cidr("127.0.0.1/32")],
+            ..DnsConfig::default()
+        };
+        Proxy::start_with(table, cfg).await
+    }
+
+    /// A proxy with `cfg`, listening on a free port of 127.0.0.1.
+    async fn start_with(table: Arc<NameTable>, cfg: DnsConfig) -> Proxy {
         let mut registry = Registry::default();
         let cfg = DnsConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            cluster_domain: "cluster.local".into(),
-            upstreams,
-            upstream_timeout: timeout,
+            ..cfg
         };
         let server = DnsServer::bind(cfg, table, &mut registry)
             .await
@@ -572,4 +592,420 @@ async fn garbage_is_dropped_and_counted() {
         a_records(&r, "db.example.com.").await,
         vec![Ipv4Addr::new(192, 0, 2, 10)]
     );
+}
+
+// ---- source policy: who gets names, rates, quotas ----
+
+fn lo(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+fn ptr_query(ip: &str) -> Message {
+    let name = reverse_name(ip.parse().expect("ip")).to_ascii();
+    query(&name, RecordType::PTR, false)
+}
+
+fn ptr_names(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `msg` over UDP from loopback address `src`; the reply (which must come).
+async fn ask_udp_from(src: Ipv4Addr, addr: SocketAddr, msg: &Message) -> Message {
+    let socket = UdpSocket::bind((src, 0)).await.expect("bind client");
+    socket
+        .send_to(&msg.to_vec().expect("encode"), addr)
+        .await
+        .expect("send");
+    recv_message(&socket).await
+}
+
+async fn recv_message(socket: &UdpSocket) -> Message {
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
+        .await
+        .expect("UDP reply in time")
+        .expect("recv");
+    Message::from_vec(&buf[..n]).expect("decode reply")
+}
+
+async fn tcp_from(src: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("tcp socket");
+    socket.bind((src, 0).into()).expect("bind client");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// `msg` over a fresh TCP connection from `src`; the reply.
+async fn ask_tcp_from(src: Ipv4Addr, addr: SocketAddr, msg: &Message) -> Message {
+    let mut stream = tcp_from(src, addr).await;
+    tcp_send(&mut stream, &msg.to_vec().expect("encode")).await;
+    tcp_recv(&mut stream).await
+}
+
+fn assert_refused(m: &Message, what: &str) {
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{what}");
+    assert!(m.answers.is_empty(), "{what}: {:?}", m.answers);
+}
+
+#[tokio::test]
+async fn pod_names_only_for_whisperer_pods_and_trusted_cidrs() {
+    let cp = ControlPlane::start().await;
+    let client = cp.client();
+    let ns = cp.namespace(&[]).await;
+    let table = Arc::new(NameTable::new("cluster.local"));
+    // What `serve` takes from the profiles (the default profile's image).
+    table.set_whisperer_images([DEFAULT_IMAGE]);
+    table.set_host_aliases(&aliases(&[("192.0.2.10", "collector.example.com")]));
+    let watch = tokio::spawn(watch_cluster(client.clone(), table.clone()));
+    let cfg = DnsConfig {
+        trusted_cidrs: vec![cidr("127.0.0.5/32")],
+        ..DnsConfig::default()
+    };
+    let proxy = Proxy::start_with(table.clone(), cfg).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let create = |name: &str, containers: serde_json::Value, annotations: serde_json::Value| {
+        let pods = pods.clone();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": name, "annotations": annotations },
+            "spec": { "containers": containers }
+        }))
+        .expect("pod json");
+        async move {
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("create pod");
+        }
+    };
+    let app = json!({ "name": "app", "image": "registry.k8s.io/pause:3.10" });
+    create("web", json!([app]), json!({})).await;
+    cp.mark_pod_running(&ns, "web", "node-a", "10.1.2.3").await;
+    // A pod with the Whisperer sidecar, as the webhook injects it.
+    let sidecar = json!({ "name": "whisperer", "image": DEFAULT_IMAGE });
+    create("agent", json!([app, sidecar]), json!({})).await;
+    cp.mark_pod_running(&ns, "agent", "node-a", "127.0.0.3")
+        .await;
+    // A pod that only claims to be injected (a pod owner may write any annotation).
+    let claims =
+        json!({ "whisperer.dev/inject": "true", "whisperer.dev/injected": "default/0123abcd" });
+    let lookalike = json!({ "name": "whisperer", "image": "example.com/whisperer:v0.1.0" });
+    create("faker", json!([app, lookalike]), claims).await;
+    cp.mark_pod_running(&ns, "faker", "node-a", "127.0.0.4")
+        .await;
+    // A pod that gets a Whisperer attached at runtime later.
+    create("late", json!([app]), json!({})).await;
+    cp.mark_pod_running(&ns, "late", "node-a", "127.0.0.6")
+        .await;
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": { "name": "api" },
+        "spec": { "clusterIP": "10.0.0.42", "ports": [{ "port": 80 }] }
+    }))
+    .expect("service json");
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+
+    let web = ptr_query("10.1.2.3");
+    let web_name = vec![format!("web.{ns}.pod.cluster.local.")];
+    let gets_web_name = |src: Ipv4Addr| {
+        let (web, web_name) = (web.clone(), web_name.clone());
+        let addr = proxy.addr;
+        async move {
+            poll_until(WAIT, &format!("{src} gets the pod's name"), || {
+                let (web, web_name) = (web.clone(), web_name.clone());
+                async move {
+                    (ptr_names(&ask_udp_from(src, addr, &web).await) == web_name).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    // A source in a trusted CIDR, and the IP of a pod carrying a Whisperer (UDP and TCP).
+    gets_web_name(lo(5)).await;
+    gets_web_name(lo(3)).await;
+    assert_eq!(
+        ptr_names(&ask_tcp_from(lo(3), proxy.addr, &web).await),
+        web_name
+    );
+    let svc_ptr = ptr_query("10.0.0.42");
+    assert_eq!(
+        ptr_names(&ask_udp_from(lo(3), proxy.addr, &svc_ptr).await),
+        [format!("api.{ns}.svc.cluster.local.")]
+    );
+
+    // Everyone else: REFUSED, whatever the name, over UDP and TCP.
+    let questions = [
+        ("a pod's PTR", web.clone()),
+        ("a service's PTR", svc_ptr),
+        (
+            "a hostAliases name",
+            query("collector.example.com.", RecordType::A, false),
+        ),
+        ("an unknown reverse name", ptr_query("10.9.9.9")),
+    ];
+    for (src, who) in [
+        (lo(2), "no pod"),
+        (lo(4), "the faker pod"),
+        (lo(6), "a pod without Whisperer"),
+    ] {
+        for (what, q) in &questions {
+            assert_refused(
+                &ask_udp_from(src, proxy.addr, q).await,
+                &format!("{who}: {what}"),
+            );
+        }
+        assert_refused(
+            &ask_tcp_from(src, proxy.addr, &web).await,
+            &format!("{who} over TCP"),
+        );
+    }
+    let refused_udp = "whisperer_dns_refused_total{reason=\"untrusted\",transport=\"udp\"}";
+    assert_eq!(proxy.metric(refused_udp), 12);
+    assert_eq!(
+        proxy.metric("whisperer_dns_refused_total{reason=\"untrusted\",transport=\"tcp\"}"),
+        3
+    );
+
+    // A Whisperer attached at runtime (ephemeral container, as the reconciler adds it): the pod
+    // becomes a trusted source once the watch has seen it.
+    let attach = json!({ "spec": { "ephemeralContainers": [
+        { "name": "whisperer-debug", "image": DEFAULT_IMAGE }
+    ]}});
+    pods.patch_subresource(
+        "ephemeralcontainers",
+        "late",
+        &PatchParams::default(),
+        &Patch::Strategic(&attach),
+    )
+    .await
+    .expect("add ephemeral container");
+    gets_web_name(lo(6)).await;
+
+    // It terminates (detached, deadline passed): the ephemeral container stays in the spec
+    // forever, its pod's access does not.
+    let terminated = json!({ "status": { "ephemeralContainerStatuses": [{
+        "name": "whisperer-debug", "image": DEFAULT_IMAGE, "imageID": "", "ready": false,
+        "restartCount": 0, "state": { "terminated": { "exitCode": 0, "reason": "Completed" } }
+    }]}});
+    pods.patch_status("late", &PatchParams::default(), &Patch::Merge(&terminated))
+        .await
+        .expect("mark the Whisperer terminated");
+    poll_until(WAIT, "the detached pod refused again", || {
+        let web = web.clone();
+        let addr = proxy.addr;
+        async move {
+            let m = ask_udp_from(lo(6), addr, &web).await;
+            (m.metadata.response_code == ResponseCode::Refused).then_some(())
+        }
+    })
+    .await;
+    assert!(!watch.is_finished(), "the watch keeps running");
+    watch.abort();
+}
+
+#[tokio::test]
+async fn a_source_over_its_rate_is_refused_and_counted_while_another_is_answered() {
+    let table = Arc::new(NameTable::new("cluster.local"));
+    table.set_host_aliases(&aliases(&[("192.0.2.10", "db.example.com")]));
+    let cfg = DnsConfig {
+        trusted_cidrs: vec![cidr("127.0.0.0/8")],
+        rate_limit: Some(RateLimit {
+            per_second: 1,
+            burst: 5,
+        }),
+        ..DnsConfig::default()
+    };
+    let proxy = Proxy::start_with(table, cfg).await;
+    let q = query("db.example.com.", RecordType::A, false);
+
+    // Ten at once from one source: a burst of five passes, the rest is dropped (UDP) and counted.
+    let noisy = UdpSocket::bind((lo(2), 0)).await.expect("bind");
+    for id in 0..10u16 {
+        let mut m = q.clone();
+        m.metadata.id = id;
+        noisy
+            .send_to(&m.to_vec().expect("encode"), proxy.addr)
+            .await
+            .expect("send");
+    }
+    let answered_metric = "whisperer_dns_queries_total{type=\"A\",result=\"answered\"}";
+    let limited_metric = "whisperer_dns_refused_total{reason=\"rate-limited\",transport=\"udp\"}";
+    let limited = poll_until(WAIT, "all ten queries settled", || async {
+        let (answered, limited) = (proxy.metric(answered_metric), proxy.metric(limited_metric));
+        (answered + limited == 10).then_some(limited)
+    })
+    .await;
+    // One token a second: at most one more than the burst if this machine is slow.
+    assert!((4..=5).contains(&limited), "{limited} of 10 rate-limited");
+    for _ in 0..(10 - limited) {
+        let reply = recv_message(&noisy).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.answers.len(), 1);
+    }
+
+    // The bucket is the address's, whatever the transport: over TCP the answer is REFUSED.
+    poll_until(WAIT, "REFUSED over TCP for the noisy source", || {
+        let q = q.clone();
+        let addr = proxy.addr;
+        async move {
+            let m = ask_tcp_from(lo(2), addr, &q).await;
+            (m.metadata.response_code == ResponseCode::Refused).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        proxy.metric("whisperer_dns_refused_total{reason=\"rate-limited\",transport=\"tcp\"}") >= 1
+    );
+
+    // Another client is answered all along.
+    for reply in [
+        ask_udp_from(lo(3), proxy.addr, &q).await,
+        ask_tcp_from(lo(3), proxy.addr, &q).await,
+    ] {
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.answers.len(), 1);
+    }
+}
+
+/// An upstream that reads every query, answers those for names under `answer.test.`
+/// (`A 192.0.2.8`) and never answers the others. Returns its address and how many queries it
+/// has left unanswered.
+async fn selective_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream");
+    let addr = socket.local_addr().expect("addr");
+    let silent = Arc::new(AtomicUsize::new(0));
+    let counter = silent.clone();
+    let zone = Name::from_str("answer.test.").expect("zone");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let Ok(request) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let Some(q) = request.queries.first() else {
+                continue;
+            };
+            if !zone.zone_of(q.name()) {
+                counter.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+            reply.queries.clone_from(&request.queries);
+            reply.answers.push(Record::from_rdata(
+                q.name().clone(),
+                60,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 8))),
+            ));
+            let _ = socket.send_to(&reply.to_vec().expect("encode"), peer).await;
+        }
+    });
+    (addr, silent)
+}
+
+#[tokio::test]
+async fn a_source_holding_its_forward_quota_does_not_stop_others() {
+    let (upstream, unanswered) = selective_upstream().await;
+    let cfg = DnsConfig {
+        upstreams: vec![upstream],
+        // Far longer than the test: the hanging forwards hold their slots throughout.
+        upstream_timeout: Duration::from_secs(60),
+        trusted_cidrs: vec![cidr("127.0.0.0/8")],
+        forward_quota: 4,
+        max_forwards: 8,
+        ..DnsConfig::default()
+    };
+    let proxy = Proxy::start_with(Arc::new(NameTable::new("cluster.local")), cfg).await;
+    let addr = proxy.addr;
+    let hang = |src: Ipv4Addr, count: u16| async move {
+        let socket = UdpSocket::bind((src, 0)).await.expect("bind");
+        for i in 0..count {
+            let mut m = query(&format!("hang-{i}.silent.test."), RecordType::A, false);
+            m.metadata.id = i;
+            socket
+                .send_to(&m.to_vec().expect("encode"), addr)
+                .await
+                .expect("send");
+        }
+        socket
+    };
+
+    // Twelve from one source: four go upstream and hang there, eight are refused at once.
+    let greedy = hang(lo(2), 12).await;
+    for _ in 0..8 {
+        assert_refused(&recv_message(&greedy).await, "over the forward quota");
+    }
+    poll_until(WAIT, "four forwards hanging upstream", || async {
+        (unanswered.load(Ordering::SeqCst) == 4).then_some(())
+    })
+    .await;
+    assert_eq!(
+        proxy.metric("whisperer_dns_refused_total{reason=\"forward-quota\",transport=\"udp\"}"),
+        8
+    );
+
+    // Another client's forwarded queries still get through and are answered.
+    let b = query("b.answer.test.", RecordType::A, false);
+    for reply in [
+        ask_udp_from(lo(3), proxy.addr, &b).await,
+        ask_tcp_from(lo(3), proxy.addr, &b).await,
+    ] {
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.answers.len(), 1, "{reply:?}");
+    }
+
+    // What the first source alone would have done without its quota: when two sources hold
+    // four each, all eight slots are taken and a third gets SERVFAIL at once.
+    let _greedy2 = hang(lo(4), 4).await;
+    poll_until(WAIT, "eight forwards hanging upstream", || async {
+        (unanswered.load(Ordering::SeqCst) == 8).then_some(())
+    })
+    .await;
+    let reply = ask_udp_from(lo(5), proxy.addr, &b).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+}
+
+#[tokio::test]
+async fn one_source_cannot_hold_every_tcp_connection() {
+    use whisperer_injector::dns::server::MAX_TCP_CONNECTIONS_PER_SOURCE;
+    let table = Arc::new(NameTable::new("cluster.local"));
+    table.set_host_aliases(&aliases(&[("192.0.2.10", "db.example.com")]));
+    let cfg = DnsConfig {
+        trusted_cidrs: vec![cidr("127.0.0.0/8")],
+        ..DnsConfig::default()
+    };
+    let proxy = Proxy::start_with(table, cfg).await;
+    let q = query("db.example.com.", RecordType::A, false)
+        .to_vec()
+        .expect("encode");
+    let mut held = Vec::new();
+    for _ in 0..MAX_TCP_CONNECTIONS_PER_SOURCE {
+        let mut stream = tcp_from(lo(2), proxy.addr).await;
+        tcp_send(&mut stream, &q).await;
+        assert_eq!(tcp_recv(&mut stream).await.answers.len(), 1);
+        held.push(stream);
+    }
+    // One more from the same source is closed at once, and counted.
+    let mut extra = tcp_from(lo(2), proxy.addr).await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut byte))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(
+        proxy.metric("whisperer_dns_refused_total{reason=\"connection-quota\",transport=\"tcp\"}"),
+        1
+    );
+    // Another source is served.
+    let reply = ask_tcp_from(
+        lo(3),
+        proxy.addr,
+        &query("db.example.com.", RecordType::A, false),
+    )
+    .await;
+    assert_eq!(reply.answers.len(), 1);
 }

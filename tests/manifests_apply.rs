@@ -3,87 +3,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
-use serde::Deserialize;
+use kube::discovery::Discovery;
+use support::manifests::{apply_document, discovery_for, kustomized_documents, repo};
 use support::ControlPlane;
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-/// The kustomization's resources, in order, as YAML documents with the file they came from.
-fn kustomized_documents() -> Vec<(String, serde_yaml::Value)> {
-    #[derive(Deserialize)]
-    struct Kustomization {
-        namespace: Option<String>,
-        resources: Vec<String>,
-    }
-    let k: Kustomization = serde_yaml::from_str(
-        &std::fs::read_to_string(repo("manifests/kustomization.yaml")).expect("kustomization.yaml"),
-    )
-    .expect("kustomization parses");
-    let mut docs = Vec::new();
-    for file in &k.resources {
-        let text = std::fs::read_to_string(repo("manifests").join(file))
-            .unwrap_or_else(|e| panic!("manifests/{file}: {e}"));
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let mut v = serde_yaml::Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("manifests/{file}: {e}"));
-            if v.is_null() {
-                continue;
-            }
-            // What kustomize's `namespace:` does for namespaced objects without one.
-            if let (Some(ns), Some(meta)) = (&k.namespace, v.get_mut("metadata")) {
-                if meta.get("namespace").is_none() {
-                    meta["namespace"] = serde_yaml::Value::String(ns.clone());
-                }
-            }
-            docs.push((file.clone(), v));
-        }
-    }
-    docs
-}
-
-async fn dry_run_apply(
-    discovery: &Discovery,
-    client: &kube::Client,
-    file: &str,
-    doc: serde_yaml::Value,
-) {
-    let obj: DynamicObject = serde_yaml::from_value(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let tm = obj
-        .types
-        .clone()
-        .unwrap_or_else(|| panic!("{file}: no apiVersion/kind"));
-    let gvk = GroupVersionKind::try_from(&tm).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let (ar, caps): (ApiResource, ApiCapabilities) = discovery
-        .resolve_gvk(&gvk)
-        .unwrap_or_else(|| panic!("{file}: the API server does not serve {gvk:?}"));
-    let name = obj
-        .metadata
-        .name
-        .clone()
-        .unwrap_or_else(|| panic!("{file}: no name"));
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => {
-            let ns = obj
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| panic!("{file}: {name} has no namespace"));
-            Api::namespaced_with(client.clone(), &ns, &ar)
-        }
-        Scope::Cluster => Api::all_with(client.clone(), &ar),
-    };
-    let params = PatchParams::apply("manifests-test").dry_run();
-    api.patch(&name, &params, &Patch::Apply(&obj))
-        .await
-        .unwrap_or_else(|e| panic!("{file}: {} {name} refused by the API server: {e}", tm.kind));
-}
 
 #[tokio::test]
 async fn manifests_are_accepted_by_the_api_server() {
@@ -101,46 +23,14 @@ async fn manifests_are_accepted_by_the_api_server() {
     for (file, doc) in &docs {
         let kind = doc["kind"].as_str().unwrap_or_default();
         if kind == "Namespace" || kind == "CustomResourceDefinition" {
-            let obj: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
-            let discovery = Discovery::new(client.clone())
-                .run()
-                .await
-                .expect("discovery");
-            let gvk = GroupVersionKind::try_from(obj.types.as_ref().expect("types")).expect("gvk");
-            let (ar, _) = discovery.resolve_gvk(&gvk).expect("served");
-            Api::<DynamicObject>::all_with(client.clone(), &ar)
-                .patch(
-                    obj.metadata.name.as_deref().expect("name"),
-                    &PatchParams::apply("manifests-test"),
-                    &Patch::Apply(&obj),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let d = discovery_for(&client, std::slice::from_ref(doc)).await;
+            apply_document(&d, &client, file, doc, false).await;
         }
     }
-    let discovery = support::poll_until(
-        std::time::Duration::from_secs(30),
-        "discovery of every kind",
-        || {
-            let client = client.clone();
-            let docs = docs.clone();
-            async move {
-                let d = Discovery::new(client).run().await.ok()?;
-                docs.iter()
-                    .all(|(_, doc)| {
-                        let obj: DynamicObject =
-                            serde_yaml::from_value(doc.clone()).expect("object");
-                        let gvk = GroupVersionKind::try_from(obj.types.as_ref().expect("types"))
-                            .expect("gvk");
-                        d.resolve_gvk(&gvk).is_some()
-                    })
-                    .then_some(d)
-            }
-        },
-    )
-    .await;
-    for (file, doc) in docs {
-        dry_run_apply(&discovery, &client, &file, doc).await;
+    let all: Vec<serde_yaml::Value> = docs.iter().map(|(_, d)| d.clone()).collect();
+    let discovery = discovery_for(&client, &all).await;
+    for (file, doc) in &docs {
+        apply_document(&discovery, &client, file, doc, true).await;
     }
 }
 
@@ -175,6 +65,6 @@ async fn rendered_webhook_configuration_is_accepted_in_both_forms() {
     for values in [service, url] {
         let yaml = certs_gen::render_webhook(&template, &values).expect("renders");
         let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("YAML");
-        dry_run_apply(&discovery, &client, "webhook.yaml.tmpl", doc).await;
+        apply_document(&discovery, &client, "webhook.yaml.tmpl", &doc, true).await;
     }
 }

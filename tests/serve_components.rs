@@ -115,10 +115,15 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
         &keys_s,
         "--listen",
         &listen,
+        "--admin-listen",
+        "127.0.0.1:0",
         "--dns",
         "on",
         "--dns-listen",
         "127.0.0.1:0",
+        // The test asks from 127.0.0.1, which is no Whisperer's pod.
+        "--dns-trusted-cidr",
+        "127.0.0.1/32",
         "--reconciler",
         "on",
         "--leader-election=false",
@@ -177,18 +182,15 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
     })
     .await;
 
-    // /status names the components and what the watches hold.
-    let mut conn = https::connect(running.addr, &ca, false)
-        .await
-        .expect("handshake");
-    let report = conn.get("/status").await.json();
+    // /status (admin listener) names the components and what the watches hold.
+    let report = https::admin_get(running.admin_addr, "/status").await.json();
     let components: Vec<&str> = report["components"]
         .as_array()
         .expect("list")
         .iter()
         .filter_map(|c| c.as_str())
         .collect();
-    assert_eq!(components, ["webhook", "dns", "reconciler"]);
+    assert_eq!(components, ["webhook", "dns", "reconciler", "pod-security"]);
     assert!(
         report["watched"]["Pod"].as_u64().expect("pods watched") >= 1,
         "{report}"
@@ -318,7 +320,7 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
     let (url, token) = (rotated_url, rotated.0);
 
     // /status lists the attachment and its pod.
-    let report = conn.get("/status").await.json();
+    let report = https::admin_get(running.admin_addr, "/status").await.json();
     let listed = report["attachments"].as_array().expect("attachments");
     assert!(
         listed

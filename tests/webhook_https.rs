@@ -9,23 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::poll_until;
-use whisperer_injector::cli::ServeArgs;
 use whisperer_injector::tls::self_signed;
-
-fn serve_args(extra: &[&str]) -> ServeArgs {
-    let mut argv = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--reconciler",
-        "off",
-        "--dns",
-        "off",
-        "--reload-interval",
-        "100ms",
-    ];
-    argv.extend_from_slice(extra);
-    ServeArgs::from_flags(argv).expect("flags parse")
-}
 
 struct Files {
     dir: tempfile::TempDir,
@@ -71,17 +55,9 @@ impl Deadline {
     }
 }
 
-async fn started(extra: &[&str]) -> (whisperer_injector::app::Running, String) {
-    let running = whisperer_injector::app::start(&serve_args(extra))
-        .await
-        .expect("server starts");
-    let ca = running.generated_ca.clone().expect("generated CA");
-    (running, ca)
-}
-
 #[tokio::test]
 async fn answers_fixture_reviews_over_http1_and_h2() {
-    let (running, ca) = started(&[]).await;
+    let (running, ca) = https::started(&[]).await;
     for h2 in [false, true] {
         let mut conn = https::connect(running.addr, &ca, h2)
             .await
@@ -138,7 +114,7 @@ async fn answers_fixture_reviews_over_http1_and_h2() {
 
 #[tokio::test]
 async fn skip_reasons_and_problems_are_reported() {
-    let (running, ca) = started(&[]).await;
+    let (running, ca) = https::started(&[]).await;
     let mut conn = https::connect(running.addr, &ca, false)
         .await
         .expect("handshake");
@@ -184,7 +160,7 @@ async fn skip_reasons_and_problems_are_reported() {
         .await
         .json();
     assert_eq!(dry["response"]["patch"], real["response"]["patch"]);
-    let metrics = String::from_utf8(conn.get("/metrics").await.body.to_vec()).expect("utf8");
+    let metrics = https::metrics(running.admin_addr).await;
     assert!(
         metrics.contains(
             r#"whisperer_webhook_requests_total{outcome="skipped",reason="unknown-profile"} 1"#
@@ -202,7 +178,7 @@ async fn skip_reasons_and_problems_are_reported() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx() {
-    let (running, ca) = started(&[]).await;
+    let (running, ca) = https::started(&[]).await;
     let mut conn = https::connect(running.addr, &ca, false)
         .await
         .expect("handshake");
@@ -342,7 +318,7 @@ async fn bad_input_gets_a_clear_4xx() {
 
 #[tokio::test]
 async fn pod_with_1500_env_vars_is_answered() {
-    let (running, ca) = started(&[]).await;
+    let (running, ca) = https::started(&[]).await;
     let mut conn = https::connect(running.addr, &ca, false)
         .await
         .expect("handshake");
@@ -363,7 +339,7 @@ async fn pod_with_1500_env_vars_is_answered() {
 #[tokio::test]
 async fn stalled_client_gets_a_timeout_not_a_hang() {
     use tokio::io::AsyncWriteExt;
-    let (running, ca) = started(&["--request-timeout", "300ms"]).await;
+    let (running, ca) = https::started(&["--request-timeout", "300ms"]).await;
     let connector = tokio_rustls::TlsConnector::from(https::client_config(&ca, &["http/1.1"]));
     let tcp = tokio::net::TcpStream::connect(running.addr)
         .await
@@ -401,10 +377,14 @@ async fn rotates_certificates_without_dropping_connections() {
     let files = Files::new();
     write_pair(&files, &first.cert_pem, &first.key_pem);
     let (cert, key) = (files.path("tls.crt"), files.path("tls.key"));
-    let running =
-        whisperer_injector::app::start(&serve_args(&["--tls-cert", &cert, "--tls-key", &key]))
-            .await
-            .expect("server starts");
+    let running = whisperer_injector::app::start(&https::serve_args(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]))
+    .await
+    .expect("server starts");
     assert!(running.generated_ca.is_none());
 
     let mut old_h1 = https::connect(running.addr, &first.ca_pem, false)
@@ -459,12 +439,9 @@ async fn rotates_certificates_without_dropping_connections() {
 
     // A broken pair is rejected and the current certificate stays.
     files.write("tls.crt", "not a certificate");
-    let mut c = https::connect(running.addr, &ca_of(&second), false)
-        .await
-        .expect("still serving");
     let d = Deadline::new("the failed reload to be counted");
     let metrics = loop {
-        let m = String::from_utf8(c.get("/metrics").await.body.to_vec()).expect("utf8");
+        let m = https::metrics(running.admin_addr).await;
         if m.contains(r#"whisperer_reloads_total{kind="certificate",result="failure"}"#) {
             break m;
         }
@@ -478,10 +455,6 @@ async fn rotates_certificates_without_dropping_connections() {
         .await
         .is_ok());
     running.shutdown().await;
-}
-
-fn ca_of(s: &whisperer_injector::tls::SelfSigned) -> String {
-    s.ca_pem.clone()
 }
 
 fn image_in_patch(out: &Value, review: &Value) -> String {
@@ -500,7 +473,7 @@ async fn reloads_config_and_keeps_the_last_good_one() {
     };
     files.write("config.yaml", &config("example.com/whisperer:one"));
     let path = files.path("config.yaml");
-    let (running, ca) = started(&["--config", &path]).await;
+    let (running, ca) = https::started(&["--config", &path]).await;
     let mut conn = https::connect(running.addr, &ca, false)
         .await
         .expect("handshake");
@@ -528,7 +501,7 @@ async fn reloads_config_and_keeps_the_last_good_one() {
     files.write("config.yaml", "defaultProfile: missing\nprofiles: {}\n");
     let d = Deadline::new("the bad config to be rejected");
     loop {
-        let m = String::from_utf8(conn.get("/metrics").await.body.to_vec()).expect("utf8");
+        let m = https::metrics(running.admin_addr).await;
         if m.contains(r#"whisperer_reloads_total{kind="config",result="failure"} 1"#) {
             break;
         }
@@ -548,7 +521,7 @@ async fn invalid_config_file_is_refused_at_start_naming_the_field() {
     let files = Files::new();
     files.write("config.yaml", "defaultProfile: default\nprofiles:\n  default:\n    image: x\n    hostAliases: [{ip: nope, hostnames: [a]}]\n");
     let path = files.path("config.yaml");
-    let err = whisperer_injector::app::start(&serve_args(&["--config", &path]))
+    let err = whisperer_injector::app::start(&https::serve_args(&["--config", &path]))
         .await
         .err()
         .expect("must fail");
@@ -563,7 +536,7 @@ async fn invalid_config_file_is_refused_at_start_naming_the_field() {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (running, ca) = started(&[]).await;
+    let (running, ca) = https::started(&[]).await;
     let connector = tokio_rustls::TlsConnector::from(https::client_config(&ca, &["http/1.1"]));
     let tcp = tokio::net::TcpStream::connect(running.addr)
         .await
@@ -579,16 +552,13 @@ async fn shutdown_finishes_in_flight_requests() {
     tls.write_all(head.as_bytes()).await.expect("write");
     tls.write_all(first.as_bytes()).await.expect("write");
     tls.flush().await.expect("flush");
-    let mut probe = https::connect(running.addr, &ca, true)
-        .await
-        .expect("handshake");
     let d = Deadline::new("the server to be reading the request");
-    while !String::from_utf8_lossy(&probe.get("/metrics").await.body)
+    while !https::metrics(running.admin_addr)
+        .await
         .contains("whisperer_webhook_requests_in_flight 1")
     {
         d.tick().await;
     }
-    drop(probe);
     let addr = running.addr;
     let stopping = tokio::spawn(running.shutdown());
     // New connections are refused once shutdown has started.
@@ -631,24 +601,41 @@ async fn shutdown_finishes_in_flight_requests() {
 }
 
 #[tokio::test]
-async fn status_report_and_cli() {
-    let (running, ca) = started(&[]).await;
-    let mut conn = https::connect(running.addr, &ca, false)
-        .await
-        .expect("handshake");
-    let report = conn.get("/status").await.json();
+async fn status_and_metrics_are_on_the_admin_listener_only() {
+    let (running, ca) = https::started(&[]).await;
+    let report = https::admin_get(running.admin_addr, "/status").await.json();
     assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
     assert!(report["process"]["rssBytes"].as_u64().expect("rss") > 0);
     assert!(report["uptimeSeconds"].as_f64().expect("uptime") >= 0.0);
     assert_eq!(report["components"][0], "webhook");
+    assert!(https::metrics(running.admin_addr)
+        .await
+        .contains("whisperer_webhook_requests_in_flight"));
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            https::admin_get(running.admin_addr, probe).await.status,
+            200
+        );
+    }
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca).expect("write");
-    let url = format!("https://localhost:{}", running.addr.port());
+    // The HTTPS port, which anything that reaches the Service can call, has neither.
+    for h2 in [false, true] {
+        let mut conn = https::connect(running.addr, &ca, h2)
+            .await
+            .expect("handshake");
+        for path in ["/status", "/metrics"] {
+            let ans = conn.get(path).await;
+            assert_eq!(ans.status, 404, "{path} on the webhook port");
+            assert_eq!(ans.json()["error"], "not-found");
+        }
+        assert_eq!(conn.get("/healthz").await.status, 200);
+        assert_eq!(conn.get("/readyz").await.status, 200);
+    }
+
+    // The status command reads the admin listener.
+    let admin_url = format!("http://127.0.0.1:{}", running.admin_addr.port());
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_whisperer-injector"))
-        .args(["status", "--url", &url, "--cacert"])
-        .arg(&ca_file)
+        .args(["status", "--url", &admin_url])
         .output()
         .await
         .expect("run status");
@@ -665,15 +652,32 @@ async fn status_report_and_cli() {
         "{text}"
     );
 
+    // Over https (a TLS proxy in front of the admin port) --cacert verifies the server: the
+    // webhook port stands in for such a proxy; it answers 404, as it has no /status.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("write");
+    let https_url = format!("https://localhost:{}", running.addr.port());
+    let status = |ca_file: std::path::PathBuf| {
+        let url = https_url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_whisperer-injector"))
+                .args(["status", "--url", &url, "--cacert"])
+                .arg(ca_file)
+                .output()
+                .await
+                .expect("run status")
+        }
+    };
+    let out = status(ca_file.clone()).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("server answered 404"), "{err}");
+
     // A CA that did not sign the server's certificate is refused with a clear error.
     let other = self_signed().expect("cert");
     std::fs::write(&ca_file, &other.ca_pem).expect("write");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_whisperer-injector"))
-        .args(["status", "--url", &url, "--cacert"])
-        .arg(&ca_file)
-        .output()
-        .await
-        .expect("run status");
+    let out = status(ca_file).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

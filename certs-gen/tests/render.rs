@@ -63,6 +63,36 @@ fn check_common(hook: &MutatingWebhook, ca_pem: &str, namespace: &str) {
     );
 }
 
+/// The second entry: Attachments get their requester recorded, through the same endpoint.
+fn check_requester(hook: &MutatingWebhook, inject: &MutatingWebhook) {
+    assert_eq!(hook.name, "requester.whisperer.dev");
+    assert_eq!(hook.admission_review_versions, ["v1"]);
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(hook.side_effects, "None");
+    assert_eq!(hook.timeout_seconds, Some(5));
+    assert_eq!(hook.match_policy.as_deref(), Some("Equivalent"));
+    assert_eq!(
+        hook.client_config, inject.client_config,
+        "same endpoint as inject.whisperer.dev"
+    );
+    let rules = hook.rules.as_ref().expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].operations.as_deref(),
+        Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..])
+    );
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["whisperer.dev".to_owned()][..])
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["attachments".to_owned()][..])
+    );
+    // Not attachments/status: the reconciler's status writes are left alone.
+    assert!(hook.namespace_selector.is_none());
+}
+
 #[test]
 fn service_form() {
     let certs = generate(&CertRequest::default()).expect("generate");
@@ -73,8 +103,9 @@ fn service_form() {
     let cfg: MutatingWebhookConfiguration = parse_strict(&yaml);
     assert_eq!(cfg.metadata.name.as_deref(), Some("whisperer-injector"));
     let hooks = cfg.webhooks.expect("webhooks");
-    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks.len(), 2);
     check_common(&hooks[0], &certs.ca_cert_pem, "whisperer-system");
+    check_requester(&hooks[1], &hooks[0]);
     let cc = &hooks[0].client_config;
     assert_eq!(cc.url, None);
     let svc = cc.service.as_ref().expect("service");
@@ -96,8 +127,10 @@ fn service_form_custom_values() {
     let yaml = render_webhook(&common::template(), &values).expect("render");
     let cfg: MutatingWebhookConfiguration = parse_strict(&yaml);
     assert_eq!(cfg.metadata.name.as_deref(), Some("my-hook"));
-    let hook = &cfg.webhooks.expect("webhooks")[0];
+    let hooks = cfg.webhooks.expect("webhooks");
+    let hook = &hooks[0];
     check_common(hook, &certs.ca_cert_pem, "ops");
+    check_requester(&hooks[1], hook);
     let svc = hook.client_config.service.as_ref().expect("service");
     assert_eq!((svc.name.as_str(), svc.namespace.as_str()), ("hook", "ops"));
     assert_eq!(svc.path.as_deref(), Some("/inject"));
@@ -111,8 +144,10 @@ fn url_form() {
         TemplateValues::for_url(&certs, "https://127.0.0.1:8443/mutate", "whisperer-system");
     let yaml = render_webhook(&common::template(), &values).expect("render");
     let cfg: MutatingWebhookConfiguration = parse_strict(&yaml);
-    let hook = &cfg.webhooks.expect("webhooks")[0];
+    let hooks = cfg.webhooks.expect("webhooks");
+    let hook = &hooks[0];
     check_common(hook, &certs.ca_cert_pem, "whisperer-system");
+    check_requester(&hooks[1], hook);
     assert_eq!(
         hook.client_config.url.as_deref(),
         Some("https://127.0.0.1:8443/mutate")

@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cli::{ServeArgs, Toggle};
 use crate::config::{Config, ConfigError};
 use crate::engine::Settings;
-use crate::metrics::WebhookMetrics;
+use crate::metrics::{Listener, WebhookMetrics};
 use crate::status::StatusSource;
 use crate::tls::{self, SwappableCert, TlsError};
 
-use crate::webhook::{self, ServeError, ServerOptions, SharedSettings, WebhookState};
+use crate::webhook::{self, ServeError, SharedSettings, WebhookState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -34,11 +34,8 @@ pub enum AppError {
     Dns(#[from] crate::dns::DnsError),
     #[error("cannot reach Kubernetes (needed by --reconciler on / --dns on / --pod-security-check on): {0}")]
     Kube(#[from] kube::Error),
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: String,
-        source: kube::config::KubeconfigError,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::kubeclient::ClientError),
     #[error(transparent)]
     Reconciler(crate::reconciler::ReconcilerError),
     #[error(transparent)]
@@ -48,13 +45,16 @@ pub enum AppError {
 /// A started `serve`: every component runs until [`Running::shutdown`].
 pub struct Running {
     pub addr: SocketAddr,
+    /// Plain-HTTP admin listener: `/metrics`, `/status`.
+    pub admin_addr: SocketAddr,
     /// UDP and TCP address of the DNS proxy, when it runs.
     pub dns_addr: Option<SocketAddr>,
     /// PEM of the generated CA when no certificate files were given.
     pub generated_ca: Option<String>,
     pub state: Arc<WebhookState>,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
+    admin: JoinHandle<()>,
     reconciler: Option<crate::reconciler::ReconcilerHandle>,
     background: Vec<JoinHandle<()>>,
 }
@@ -62,10 +62,9 @@ pub struct Running {
 impl Running {
     /// Stops accepting, lets in-flight requests finish, and returns when drained.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.shutdown.send(true);
         let _ = (&mut self.server).await;
+        let _ = (&mut self.admin).await;
         if let Some(r) = self.reconciler.take() {
             r.shutdown().await;
         }
@@ -78,6 +77,7 @@ impl Drop for Running {
             t.abort();
         }
         self.server.abort();
+        self.admin.abort();
     }
 }
 
@@ -96,7 +96,7 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppErr
     }
     // A kubeconfig the user named must work; only the implicit search may come up empty.
     if let Some(path) = &args.kubeconfig {
-        return kubeconfig_client(path).await.map(Some);
+        return Ok(Some(crate::kubeclient::client(Some(path)).await?));
     }
     match kube::Client::try_default().await {
         Ok(c) => Ok(Some(c)),
@@ -106,18 +106,6 @@ async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppErr
             Ok(None)
         }
     }
-}
-
-async fn kubeconfig_client(path: &std::path::Path) -> Result<kube::Client, AppError> {
-    let bad = |source| AppError::Kubeconfig {
-        path: path.display().to_string(),
-        source,
-    };
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(bad)?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// `major.minor` of the API server (`"29+"` minors as managed clusters report them); `None`
@@ -142,6 +130,17 @@ fn wanted(toggle: Toggle, client: &Option<kube::Client>) -> Option<kube::Client>
         Toggle::Off => None,
         Toggle::On | Toggle::Auto => client.clone(),
     }
+}
+
+/// Scrapers and operators only; a small number keeps the admin port from being a way in.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+async fn bind(want: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), AppError> {
+    let listener = webhook::server::bind(want).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr: want, source })?;
+    Ok((listener, addr))
 }
 
 pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
@@ -201,9 +200,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         dns_addr = Some(addr);
         components.push("dns".into());
         sources.push(Arc::new(dns::DnsStatus(table.clone())));
-        listeners.push(Box::new(move |s: &Settings| {
-            table.set_host_aliases(&dns::all_host_aliases(s))
-        }));
+        listeners.push(Box::new(move |s: &Settings| dns::apply_settings(&table, s)));
     }
 
     let mut reconciler_handle = None;
@@ -223,7 +220,12 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     }
 
     let registry = Arc::new(registry);
-    let state = WebhookState::new(settings.clone(), metrics, registry);
+    let state = WebhookState::new(
+        settings.clone(),
+        metrics,
+        registry,
+        args.limits.review_limits(),
+    );
     if let Some(client) = wanted(args.pod_security_check, &client) {
         background.push(state.pod_security.watch(client));
         components.push("pod-security".into());
@@ -260,44 +262,55 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         ));
     }
 
-    let listener = webhook::server::bind(args.listen).await?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: args.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(args.listen).await?;
+    let (admin_listener, admin_addr) = bind(args.admin_listen).await?;
     let status = crate::status::StatusState {
         started,
         components,
         sources,
     };
-    let mut router =
-        webhook::router(state.clone(), args.request_timeout).merge(crate::status::router(status));
+    let mut router = webhook::router(state.clone(), args.request_timeout);
     if let Some(control) = control {
         router = router.merge(crate::control::router(control));
     }
-    let opts = ServerOptions {
-        h2_max_concurrent_streams: args.h2_max_concurrent_streams,
-        drain_timeout: args.drain_timeout,
-        ..ServerOptions::default()
+    let admin_router = webhook::admin_router(state.clone()).merge(crate::status::router(status));
+    let opts = args
+        .limits
+        .server_options(args.h2_max_concurrent_streams, args.drain_timeout);
+    let mut admin_opts = opts.clone();
+    admin_opts.limits.max_connections = ADMIN_MAX_CONNECTIONS;
+    let (tx, rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(webhook::serve(
         listener,
-        tls_config,
+        Some(tls_config),
         router,
         state.clone(),
+        Listener::webhook,
         opts,
-        async {
-            let _ = rx.await;
-        },
+        stopped(rx.clone()),
     ));
+    let admin = tokio::spawn(webhook::serve(
+        admin_listener,
+        None,
+        admin_router,
+        state.clone(),
+        Listener::admin,
+        admin_opts,
+        stopped(rx),
+    ));
+    tracing::info!(%addr, %admin_addr, "listening");
     Ok(Running {
         reconciler: reconciler_handle,
         addr,
+        admin_addr,
+        admin,
         dns_addr,
         generated_ca,
         state,
-        shutdown: Some(tx),
+        shutdown: tx,
         server,
         background,
     })

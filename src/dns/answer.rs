@@ -7,6 +7,10 @@
 //!   configured, unknown reverse names get NXDOMAIN and other names REFUSED (we are neither
 //!   authoritative for them nor able to recurse).
 //! * Not a single-question QUERY -> FORMERR / NOTIMP.
+//! * A source that is not trusted (see [`access`]) -> REFUSED for every question, whatever
+//!   the name: pod and service PTRs, hostAliases names, unknown reverse names and names we
+//!   would forward. A uniform refusal tells a scanner nothing (a REFUSED only for pod IPs would
+//!   reveal which IPs are pods), and the proxy is no open resolver for pods it does not serve.
 
 use std::net::IpAddr;
 
@@ -14,7 +18,8 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 
-use super::metrics::{Outcome, QType};
+use super::cidr::Cidr;
+use super::metrics::{Outcome, QType, Reason};
 use super::reverse::{ip_from_reverse_name, is_reverse_name};
 use super::table::NameTable;
 
@@ -39,6 +44,26 @@ pub enum Handling {
     },
     /// Relay the request to an upstream.
     Forward { qtype: QType },
+    /// Refuse it because of who asked (counted apart from the answers).
+    Denied { reply: Message, reason: Reason },
+}
+
+/// Whether a source may read names from the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A pod carrying a Whisperer, or an address in a trusted CIDR.
+    Trusted,
+    Untrusted,
+}
+
+/// A source is trusted when it lies in one of `trusted` or is the IP of a pod with a live
+/// Whisperer container (the table knows). Nothing the source says about itself counts.
+pub fn access(source: IpAddr, trusted: &[Cidr], table: &NameTable) -> Access {
+    if trusted.iter().any(|c| c.contains(source)) || table.is_whisperer_ip(source) {
+        Access::Trusted
+    } else {
+        Access::Untrusted
+    }
 }
 
 /// The metrics label for a record type.
@@ -51,14 +76,22 @@ pub fn qtype_label(rtype: RecordType) -> QType {
     }
 }
 
-/// Decide how to settle `request` (already known to be a query, not a response).
-pub fn handle(request: &Message, table: &NameTable, can_forward: bool) -> Handling {
+/// Decide how to settle `request` (already known to be a query, not a response) from a
+/// source with `access`.
+pub fn handle(request: &Message, table: &NameTable, can_forward: bool, access: Access) -> Handling {
+    // The shape of the message first: these answers carry nothing from the table.
     if request.metadata.op_code != OpCode::Query {
         return reject(request, ResponseCode::NotImp, QType::Other);
     }
     let [query] = request.queries.as_slice() else {
         return reject(request, ResponseCode::FormErr, QType::Other);
     };
+    if access == Access::Untrusted {
+        return Handling::Denied {
+            reply: refused(request),
+            reason: Reason::Untrusted,
+        };
+    }
     let qtype = qtype_label(query.query_type());
     if query.query_class() != DNSClass::IN {
         return unknown(request, qtype, can_forward, false);
@@ -148,6 +181,11 @@ pub fn reply_to(request: &Message, code: ResponseCode, recursion_available: bool
         reply.set_edns(edns);
     }
     reply
+}
+
+/// REFUSED for `request` (source policy: untrusted, over its rate or quota).
+pub fn refused(request: &Message) -> Message {
+    reply_to(request, ResponseCode::Refused, false)
 }
 
 /// SERVFAIL for `request` (upstream failure or overload).

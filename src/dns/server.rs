@@ -5,31 +5,36 @@
 //! so malformed packets cannot be counted; it also spawns a task and logs at INFO per
 //! request. These loops answer table hits inline (no task, no allocation beyond the
 //! message) and spawn only for forwarded queries.
+//!
+//! Every message is first charged to its source's rate (over the rate: dropped on UDP, REFUSED
+//! on TCP); a forwarded query takes one of its source's forwarding slots before a task is
+//! spawned, so tasks never outnumber slots.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::answer::{self, Handling, MAX_TCP_MESSAGE};
+use super::cidr::Cidr;
 use super::forward::Forwarder;
-use super::metrics::{DnsMetrics, Outcome, QType};
+use super::limits::{Slot, SlotDenied, SlotPool, SourceLimiter};
+use super::metrics::{DnsMetrics, Outcome, QType, Reason, Transport};
 use super::table::NameTable;
 use super::{DnsConfig, DnsError};
 
-/// Forwarded queries in flight at once; beyond this, SERVFAIL at once.
-pub const MAX_INFLIGHT_FORWARDS: usize = 1024;
 /// TCP connections served at once; beyond this, new connections are closed.
 pub const MAX_TCP_CONNECTIONS: usize = 256;
+/// TCP connections one source may hold (a resolver needs one or two, after a truncated reply).
+pub const MAX_TCP_CONNECTIONS_PER_SOURCE: usize = 8;
 /// A TCP connection idle this long (or a message/write this slow) is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts to find a port free for both UDP and TCP when the configured port is 0.
@@ -47,23 +52,19 @@ struct Ctx {
     table: Arc<NameTable>,
     metrics: DnsMetrics,
     forwarder: Forwarder,
-    forward_slots: Arc<Semaphore>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Udp,
-    Tcp,
+    trusted: Vec<Cidr>,
+    limiter: Option<SourceLimiter>,
+    forward_slots: Arc<SlotPool>,
 }
 
 /// The first step on a received message.
 enum Step {
-    /// Nothing to send (malformed or not a query).
+    /// Nothing to send (malformed, not a query, or a UDP source over its rate).
     Drop,
     /// Send these bytes.
     Reply(Vec<u8>),
-    /// Ask an upstream.
-    Forward(Box<Message>, QType),
+    /// Ask an upstream, holding `Slot` until done.
+    Forward(Box<Message>, QType, Slot),
 }
 
 impl DnsServer {
@@ -84,7 +85,9 @@ impl DnsServer {
             table,
             metrics: DnsMetrics::register(registry),
             forwarder: Forwarder::new(cfg.upstreams, cfg.upstream_timeout),
-            forward_slots: Arc::new(Semaphore::new(MAX_INFLIGHT_FORWARDS)),
+            trusted: cfg.trusted_cidrs,
+            limiter: cfg.rate_limit.map(SourceLimiter::new),
+            forward_slots: SlotPool::new(cfg.max_forwards, cfg.forward_quota),
         };
         Ok(DnsServer {
             udp: Arc::new(udp),
@@ -150,7 +153,27 @@ async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsEr
 }
 
 impl Ctx {
-    fn step(&self, bytes: &[u8], transport: Transport) -> Step {
+    /// Whether `source` is within its rate (charging it one query).
+    fn within_rate(&self, source: IpAddr) -> bool {
+        let Some(limiter) = &self.limiter else {
+            return true;
+        };
+        let verdict = limiter.check(source, Instant::now());
+        if verdict.evicted {
+            self.metrics.source_evictions.inc();
+        }
+        verdict.allowed
+    }
+
+    fn step(&self, bytes: &[u8], transport: Transport, source: IpAddr) -> Step {
+        // Charged before decoding: a flood of garbage costs its sender tokens too.
+        let within_rate = self.within_rate(source);
+        if !within_rate && transport == Transport::Udp {
+            // No reply: answering a UDP flood (whose source may be spoofed) would reflect it
+            // at whoever owns the address. A real resolver retries after its timeout.
+            self.metrics.refused(Reason::RateLimited, transport);
+            return Step::Drop;
+        }
         let Ok(request) = Message::from_vec(bytes) else {
             self.metrics.malformed.inc();
             return Step::Drop;
@@ -159,7 +182,13 @@ impl Ctx {
             self.metrics.malformed.inc();
             return Step::Drop;
         }
-        match answer::handle(&request, &self.table, self.forwarder.enabled()) {
+        if !within_rate {
+            // TCP: the peer's address is real (handshake) and its next message waits for this
+            // answer, so say no rather than stall the connection.
+            return self.deny(&request, Reason::RateLimited, transport);
+        }
+        let access = answer::access(source, &self.trusted, &self.table);
+        match answer::handle(&request, &self.table, self.forwarder.enabled(), access) {
             Handling::Reply {
                 reply,
                 qtype,
@@ -168,22 +197,37 @@ impl Ctx {
                 self.metrics.query(qtype, outcome);
                 encode(&reply, &request, transport).map_or(Step::Drop, Step::Reply)
             }
-            Handling::Forward { qtype } => Step::Forward(Box::new(request), qtype),
+            Handling::Denied { reply, reason } => {
+                self.metrics.refused(reason, transport);
+                encode(&reply, &request, transport).map_or(Step::Drop, Step::Reply)
+            }
+            Handling::Forward { qtype } => match self.forward_slots.try_acquire(source) {
+                Ok(slot) => Step::Forward(Box::new(request), qtype, slot),
+                Err(SlotDenied::Source) => self.deny(&request, Reason::ForwardQuota, transport),
+                Err(SlotDenied::Exhausted) => {
+                    self.metrics.query(qtype, Outcome::ServFail);
+                    let reply = encode(&answer::servfail(&request), &request, transport);
+                    reply.map_or(Step::Drop, Step::Reply)
+                }
+            },
         }
     }
 
-    /// Forward and return the bytes to send back (the upstream's reply or SERVFAIL).
+    fn deny(&self, request: &Message, reason: Reason, transport: Transport) -> Step {
+        self.metrics.refused(reason, transport);
+        encode(&answer::refused(request), request, transport).map_or(Step::Drop, Step::Reply)
+    }
+
+    /// Forward (holding a forwarding slot) and return the bytes to send back (the upstream's
+    /// reply or SERVFAIL).
     async fn forward(
         &self,
         raw: &[u8],
         request: &Message,
         qtype: QType,
         transport: Transport,
+        _slot: Slot,
     ) -> Option<Vec<u8>> {
-        let Ok(_slot) = self.forward_slots.try_acquire() else {
-            self.metrics.query(qtype, Outcome::ServFail);
-            return encode(&answer::servfail(request), request, transport);
-        };
         let relayed = self
             .forwarder
             .forward(raw, request, transport == Transport::Tcp)
@@ -244,13 +288,16 @@ async fn udp_loop(socket: Arc<UdpSocket>, ctx: Arc<Ctx>) -> Result<(), DnsError>
             }
         };
         let raw = &buf[..len];
-        match ctx.step(raw, Transport::Udp) {
+        match ctx.step(raw, Transport::Udp, peer.ip()) {
             Step::Drop => {}
             Step::Reply(bytes) => send_udp(&socket, &bytes, peer).await,
-            Step::Forward(request, qtype) => {
+            Step::Forward(request, qtype, slot) => {
                 let (socket, ctx, raw) = (socket.clone(), ctx.clone(), raw.to_vec());
                 tokio::spawn(async move {
-                    if let Some(bytes) = ctx.forward(&raw, &request, qtype, Transport::Udp).await {
+                    let reply = ctx
+                        .forward(&raw, &request, qtype, Transport::Udp, slot)
+                        .await;
+                    if let Some(bytes) = reply {
                         send_udp(&socket, &bytes, peer).await;
                     }
                 });
@@ -266,7 +313,7 @@ async fn send_udp(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
 }
 
 async fn tcp_loop(listener: TcpListener, ctx: Arc<Ctx>) -> Result<(), DnsError> {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let slots = SlotPool::new(MAX_TCP_CONNECTIONS, MAX_TCP_CONNECTIONS_PER_SOURCE);
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -279,20 +326,26 @@ async fn tcp_loop(listener: TcpListener, ctx: Arc<Ctx>) -> Result<(), DnsError> 
             }
         };
         while connections.try_join_next().is_some() {}
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many DNS TCP connections; closing");
-            continue;
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(denied) => {
+                if denied == SlotDenied::Source {
+                    ctx.metrics.refused(Reason::ConnectionQuota, Transport::Tcp);
+                }
+                tracing::debug!(%peer, ?denied, "too many DNS TCP connections; closing");
+                continue;
+            }
         };
         let ctx = ctx.clone();
         connections.spawn(async move {
-            serve_tcp(stream, &ctx).await;
+            serve_tcp(stream, peer.ip(), &ctx).await;
             drop(slot);
         });
     }
 }
 
 /// Length-prefixed messages, answered in order, until EOF, error or idle timeout.
-async fn serve_tcp(mut stream: TcpStream, ctx: &Ctx) {
+async fn serve_tcp(mut stream: TcpStream, source: IpAddr, ctx: &Ctx) {
     let mut buf = Vec::new();
     loop {
         let Ok(Ok(len)) = timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await else {
@@ -305,11 +358,12 @@ async fn serve_tcp(mut stream: TcpStream, ctx: &Ctx) {
         ) {
             return;
         }
-        let reply = match ctx.step(&buf, Transport::Tcp) {
+        let reply = match ctx.step(&buf, Transport::Tcp, source) {
             Step::Drop => continue,
             Step::Reply(bytes) => Some(bytes),
-            Step::Forward(request, qtype) => {
-                ctx.forward(&buf, &request, qtype, Transport::Tcp).await
+            Step::Forward(request, qtype, slot) => {
+                ctx.forward(&buf, &request, qtype, Transport::Tcp, slot)
+                    .await
             }
         };
         let Some(reply) = reply else { continue };

@@ -3,8 +3,12 @@
 //! Entries are keyed by object uid. An IP claimed by several objects at once (a pod deleted
 //! while its IP is already reused) resolves to the claimant with the newest
 //! `creationTimestamp`; removing one claimant never removes another's record.
+//!
+//! The table also knows which pod IPs belong to pods carrying a Whisperer (a live container
+//! with a configured profile image, see [`super::whisperer`]): those sources may read names.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -37,6 +41,8 @@ pub struct OwnerRecord {
     pub created: Option<Timestamp>,
     pub fqdn: Name,
     pub ips: Vec<IpAddr>,
+    /// Keyed hashes of the images of the pod's live containers (empty for services).
+    pub images: Arc<[u64]>,
 }
 
 #[derive(Clone, Debug)]
@@ -44,6 +50,7 @@ struct Claim {
     key: OwnerKey,
     created: Option<Timestamp>,
     fqdn: Name,
+    images: Arc<[u64]>,
 }
 
 #[derive(Default)]
@@ -62,6 +69,11 @@ pub struct NameTable {
     svc_zone: Name,
     ips: RwLock<IpState>,
     aliases: ArcSwap<HashMap<Name, Arc<[IpAddr]>>>,
+    /// Images are kept as hashes (8 bytes per container instead of the image string). The key
+    /// is random per process, so nobody can pick an image name that collides with a profile's.
+    image_hasher: RandomState,
+    /// Hashes of every profile's image.
+    whisperer_images: ArcSwap<HashSet<u64>>,
 }
 
 impl NameTable {
@@ -88,6 +100,8 @@ impl NameTable {
             svc_zone,
             ips: RwLock::new(IpState::default()),
             aliases: ArcSwap::from_pointee(HashMap::new()),
+            image_hasher: RandomState::new(),
+            whisperer_images: ArcSwap::from_pointee(HashSet::new()),
         }
     }
 
@@ -159,6 +173,29 @@ impl NameTable {
         self.aliases.store(Arc::new(table));
     }
 
+    /// Replace the images that make a container a Whisperer (every profile's `image`).
+    pub fn set_whisperer_images<'a>(&self, images: impl IntoIterator<Item = &'a str>) {
+        let hashes = images
+            .into_iter()
+            .map(|image| self.image_hasher.hash_one(image))
+            .collect();
+        self.whisperer_images.store(Arc::new(hashes));
+    }
+
+    /// Whether `ip` is (now) the IP of a pod carrying a live Whisperer container. Host-network
+    /// pods claim no IP, so a node's address is never trusted this way.
+    pub fn is_whisperer_ip(&self, ip: IpAddr) -> bool {
+        let wanted = self.whisperer_images.load();
+        if wanted.is_empty() {
+            return false;
+        }
+        let state = self.read();
+        let Some(claim) = state.by_ip.get(&ip.to_canonical()).and_then(|c| c.first()) else {
+            return false;
+        };
+        claim.key.kind == Kind::Pod && claim.images.iter().any(|h| wanted.contains(h))
+    }
+
     /// `(pods, services)` currently claiming at least one IP.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.read();
@@ -212,7 +249,11 @@ impl NameTable {
         } else {
             parse_ips(texts)
         };
-        self.record(Kind::Pod, meta, &self.pod_zone, ips)
+        let images = super::whisperer::live_images(pod)
+            .into_iter()
+            .map(|image| self.image_hasher.hash_one(image))
+            .collect();
+        self.record(Kind::Pod, meta, &self.pod_zone, ips, images)
     }
 
     /// A service's record (possibly with no IPs), or `None` when the service has no name.
@@ -228,7 +269,13 @@ impl NameTable {
             texts.extend(spec.and_then(|s| s.cluster_ip.as_deref()));
         }
         let ips = parse_ips(texts);
-        self.record(Kind::Service, &svc.metadata, &self.svc_zone, ips)
+        self.record(
+            Kind::Service,
+            &svc.metadata,
+            &self.svc_zone,
+            ips,
+            Arc::new([]),
+        )
     }
 
     fn record(
@@ -237,6 +284,7 @@ impl NameTable {
         meta: &ObjectMeta,
         zone: &Name,
         ips: Vec<IpAddr>,
+        images: Arc<[u64]>,
     ) -> Option<OwnerRecord> {
         let name = meta.name.as_deref()?;
         let namespace = meta.namespace.as_deref().unwrap_or("default");
@@ -249,6 +297,7 @@ impl NameTable {
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             fqdn,
             ips,
+            images,
         })
     }
 
@@ -337,6 +386,7 @@ fn upsert_locked(state: &mut IpState, record: OwnerRecord) {
             key: record.key.clone(),
             created: record.created,
             fqdn: record.fqdn.clone(),
+            images: record.images.clone(),
         });
         // Newest first; objects without a timestamp count as oldest; uid breaks ties so the
         // order does not depend on arrival.

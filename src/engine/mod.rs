@@ -12,8 +12,9 @@ pub mod pod_security;
 pub mod policy;
 pub mod reinvocation;
 mod skip;
+pub mod trace;
 
-pub use admission::{decide_admission, AdmissionSubject};
+pub use admission::{decide_admission, decide_admission_traced, AdmissionSubject};
 pub use attach::{decide_attach, ephemeral_container_name, AttachSubject};
 pub use plan::{HostAliasChange, Placement, Plan};
 pub use skip::SkipReason;

@@ -1,7 +1,8 @@
 //! What an injection adds to a pod, computed against the pod as it is.
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, HostAlias, ObjectFieldSelector, Pod, Volume,
+    Container, EnvVar, EnvVarSource, ExecAction, HostAlias, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, Pod, Probe, Volume,
 };
 use sha2::{Digest, Sha256};
 
@@ -19,6 +20,9 @@ pub enum Placement {
     /// First entry of `spec.initContainers` with `restartPolicy: Always`, so it captures the
     /// init containers too and does not keep a Job's pod from completing.
     NativeSidecar,
+    /// First entry of `spec.containers` with a postStart hook that waits for the agent: the
+    /// kubelet starts the next container only once the hook returns.
+    FirstSidecar,
     /// `spec.ephemeralContainers` of a running pod.
     Ephemeral,
 }
@@ -262,6 +266,37 @@ pub(crate) fn sidecar(
         settings.dns_server.as_deref(),
         Vec::new(),
     );
+    let hold = profile
+        .hold_application_until_ready
+        .unwrap_or(placement == Placement::NativeSidecar);
+    let ready = || ExecAction {
+        command: Some(profile.ready_command()),
+    };
+    let placement = match (placement, hold) {
+        (Placement::NativeSidecar, true) => {
+            // The kubelet starts later init and app containers once a native sidecar's
+            // startupProbe passed.
+            container.startup_probe = Some(Probe {
+                exec: Some(ready()),
+                period_seconds: Some(1),
+                timeout_seconds: Some(65),
+                failure_threshold: Some(60),
+                ..Default::default()
+            });
+            Placement::NativeSidecar
+        }
+        (Placement::Sidecar, true) => {
+            container.lifecycle = Some(Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    exec: Some(ready()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            Placement::FirstSidecar
+        }
+        (p, _) => p,
+    };
     if placement == Placement::NativeSidecar {
         container.restart_policy = Some("Always".into());
     }

@@ -969,3 +969,52 @@ fn per_pod_overrides_are_bounded_by_the_profile_and_change_the_marker() {
         assert!(why.contains(k), "{why}");
     }
 }
+
+#[test]
+fn hold_application_until_ready() {
+    // Native (Job pod): a startupProbe running the agent's ready check.
+    let s = settings();
+    let job = fixture_pod("review-job-pod.json");
+    let Decision::Inject(plan) = admit(&job, "team-a", "CREATE", &s) else {
+        panic!("job pod injected")
+    };
+    let probe = plan.container.startup_probe.as_ref().expect("startupProbe");
+    let cmd = probe
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.clone())
+        .expect("exec");
+    assert_eq!(cmd, crate::config::DEFAULT_READY_COMMAND.map(String::from));
+    // Classic with hold on: first container, postStart waits, the app stays kubectl's default.
+    let mut cfg = config();
+    cfg.profiles
+        .get_mut("default")
+        .expect("default")
+        .hold_application_until_ready = Some(true);
+    let held = Settings::new(Arc::new(cfg), "whisperer-system");
+    let pod = fixture_pod("review-pod-optin.json");
+    let Decision::Inject(plan) = admit(&pod, "team-a", "CREATE", &held) else {
+        panic!("injected")
+    };
+    assert_eq!(plan.placement, Placement::FirstSidecar);
+    assert!(plan
+        .container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+        .is_some());
+    let patched = apply(&pod, &plan);
+    let spec = patched.spec.as_ref().expect("spec");
+    assert_eq!(spec.containers[0].name, "whisperer");
+    assert_eq!(
+        patched.metadata.annotations.as_ref().expect("annotations")
+            [crate::render::ANNOTATION_DEFAULT_CONTAINER],
+        "checkout"
+    );
+    // Classic without hold (the default) appends, as before.
+    let Decision::Inject(plain) = admit(&pod, "team-a", "CREATE", &s) else {
+        panic!("injected")
+    };
+    assert_eq!(plain.placement, Placement::Sidecar);
+    assert!(plain.container.lifecycle.is_none());
+}

@@ -44,6 +44,103 @@ fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
     }
 }
 
+fn template_field(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "spec".to_string()
+    } else {
+        format!("{}.spec", pointer.trim_start_matches('/').replace('/', "."))
+    }
+}
+
+/// The pod a controller would create from the template at `pointer`: template metadata and
+/// spec, owned by a Job where a Job creates it (so the engine picks the native sidecar).
+/// Errors are (field, message).
+fn template_pod(
+    doc: &Value,
+    pointer: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Pod, (String, String)> {
+    let template = doc.pointer(pointer).ok_or_else(|| {
+        (
+            pointer.trim_start_matches('/').to_string(),
+            "missing".to_string(),
+        )
+    })?;
+    let mut pod_json = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": template.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        "spec": template.get("spec").cloned().unwrap_or(Value::Null),
+    });
+    if matches!(kind, "Job" | "CronJob") {
+        pod_json["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "", "controller": true
+        }]);
+    }
+    serde_json::from_value(pod_json).map_err(|e| (template_field(pointer), e.to_string()))
+}
+
+/// A pod (or the pod a workload's template makes) found in a document.
+#[derive(Debug, Clone)]
+pub struct DocumentPod {
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub pod: Pod,
+}
+
+/// The pod of `doc` (a Pod, or a workload's template), if it holds one.
+pub fn document_pod(
+    doc: &Value,
+    origin: &str,
+    index: usize,
+) -> Result<Option<DocumentPod>, InjectError> {
+    let text = |p: &str| {
+        doc.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (api_version, kind, name) = (text("/apiVersion"), text("/kind"), text("/metadata/name"));
+    let Some(pointer) = template_pointer(&api_version, &kind) else {
+        return Ok(None);
+    };
+    let pod = template_pod(doc, pointer, &kind, &name).map_err(|(field, message)| {
+        InjectError::Field {
+            at: format!("{origin}: document {index} ({kind} {name}): field `{field}`"),
+            message,
+        }
+    })?;
+    let namespace = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Some(DocumentPod {
+        kind,
+        name,
+        namespace,
+        pod,
+    }))
+}
+
+/// Every pod and pod template in a multi-document YAML text.
+pub fn pods_in_yaml(text: &str, origin: &str) -> Result<Vec<DocumentPod>, InjectError> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| InjectError::Yaml {
+            origin: origin.to_string(),
+            index,
+            message: e.to_string(),
+        })?;
+        if let Some(p) = document_pod(&value, origin, index)? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 /// Injects every pod and pod template in a multi-document YAML text.
 pub fn inject_yaml(
     text: &str,
@@ -104,29 +201,11 @@ fn inject_document(
             result: None,
         });
     };
+    let pod = template_pod(doc, pointer, &kind, &name).map_err(|(f, m)| field_err(&f, m))?;
+    let field = template_field(pointer);
     let template = doc
         .pointer_mut(pointer)
         .ok_or_else(|| field_err(pointer.trim_start_matches('/'), "missing".into()))?;
-    // The pod the controller would create: template metadata and spec, owned by a Job
-    // where a Job creates it (so the engine picks the native sidecar).
-    let mut pod_json = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": template.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        "spec": template.get("spec").cloned().unwrap_or(Value::Null),
-    });
-    if matches!(kind.as_str(), "Job" | "CronJob") {
-        pod_json["metadata"]["ownerReferences"] = json!([{
-            "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "", "controller": true
-        }]);
-    }
-    let field = if pointer.is_empty() {
-        "spec".to_string()
-    } else {
-        format!("{}.spec", pointer.trim_start_matches('/').replace('/', "."))
-    };
-    let pod: Pod =
-        serde_json::from_value(pod_json).map_err(|e| field_err(&field, e.to_string()))?;
     let subject = AdmissionSubject {
         operation: "CREATE",
         group: "",

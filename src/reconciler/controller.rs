@@ -187,10 +187,12 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
     let now = Timestamp::now();
     let recorder = ctx.recorder();
     let reference = att.object_ref(&());
+    let by = requested_by_note(att);
     let old_phase = att.status.as_ref().and_then(|s| s.phase);
     let snapshot = |phase, pods, readiness, expires_at| Snapshot {
         phase,
         target: att.target_description(),
+        requested_by: att.requested_by().map(str::to_string),
         expires_at,
         generation: att.metadata.generation,
         pods,
@@ -216,8 +218,14 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
                 != Some(&message);
             write_status(&api, att, &st).await?;
             if changed || old_phase != Some(Phase::Failed) {
-                ctx.publish(&recorder, &reference, true, &reason, message)
-                    .await;
+                ctx.publish(
+                    &recorder,
+                    &reference,
+                    true,
+                    &reason,
+                    format!("{message}{by}"),
+                )
+                .await;
             }
             // The configuration may change: look again at the resync.
             return Ok(Action::requeue(ctx.resync));
@@ -346,7 +354,7 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
 
     if !newly_attached.is_empty() {
         let note = format!(
-            "attached the Whisperer to {} pod(s): {}",
+            "attached the Whisperer to {} pod(s){by}: {}",
             newly_attached.len(),
             list_names(&newly_attached, 10)
         );
@@ -355,7 +363,10 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
     }
     if !refused.is_empty() {
         let (pod, why) = &refused[0];
-        let note = format!("{} pod(s) not attached, e.g. {pod}: {why}", refused.len());
+        let note = format!(
+            "{} pod(s) not attached{by}, e.g. {pod}: {why}",
+            refused.len()
+        );
         ctx.publish(&recorder, &reference, true, "AttachFailed", note)
             .await;
     }
@@ -376,6 +387,13 @@ async fn apply(att: &Attachment, ctx: &Ctx) -> Result<Action, ReconcilerError> {
         next = next.min(at.saturating_duration_since(Instant::now()) + Duration::from_millis(100));
     }
     Ok(Action::requeue(next))
+}
+
+/// ` (requested by alice)`, or nothing when no requester is recorded.
+fn requested_by_note(att: &Attachment) -> String {
+    att.requested_by()
+        .map(|u| format!(" (requested by {u})"))
+        .unwrap_or_default()
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

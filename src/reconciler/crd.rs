@@ -151,6 +151,11 @@ pub struct AttachmentStatus {
     pub expires_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Who created the Attachment or last changed its spec, from the annotation
+    /// `whisperer.dev/requested-by` (set by the injector's webhook, checked by the API server's
+    /// policy `whisperer-attachment-authorization`); absent when the webhook did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
     /// One entry per selected pod, sorted by name (at most 1000; see `omittedPods`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodAttachment>,
@@ -221,6 +226,16 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 impl Attachment {
+    /// The recorded requester (annotation `whisperer.dev/requested-by`), if any.
+    pub fn requested_by(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(crate::webhook::REQUESTED_BY)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
     /// `Deployment/web`, `Pod/db-0` or `selector app=web,tier in (a,b)`.
     pub fn target_description(&self) -> String {
         match (&self.spec.target, &self.spec.selector) {

@@ -60,6 +60,8 @@ pub struct Readiness {
 pub struct Snapshot<'a> {
     pub phase: Phase,
     pub target: String,
+    /// The recorded requester (annotation `whisperer.dev/requested-by`).
+    pub requested_by: Option<String>,
     pub expires_at: Option<Timestamp>,
     pub generation: Option<i64>,
     pub pods: Vec<PodEntry>,
@@ -132,6 +134,7 @@ pub fn build(s: Snapshot<'_>) -> AttachmentStatus {
         selected_pods: count(selected),
         expires_at: s.expires_at.map(Time),
         observed_generation: s.generation,
+        requested_by: s.requested_by,
         pods,
         omitted_pods: count(omitted),
         conditions: vec![ready],
@@ -150,6 +153,7 @@ mod tests {
         Snapshot {
             phase: Phase::Attached,
             target: "Deployment/web".into(),
+            requested_by: None,
             expires_at: None,
             generation: Some(1),
             pods: vec![PodEntry::new("web-1", state).container("whisperer-a", 1)],

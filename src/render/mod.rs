@@ -5,4 +5,4 @@ mod ephemeral;
 mod patch;
 
 pub use ephemeral::ephemeral_container;
-pub use patch::{json_patch, pointer_escape, PatchOp};
+pub use patch::{json_patch, pointer_escape, PatchOp, ANNOTATION_DEFAULT_CONTAINER};

@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 
 use crate::engine::{HostAliasChange, Placement, Plan, ANNOTATION_INJECTED};
 
+/// The container `kubectl logs` and `kubectl exec` pick when none is named.
+pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatchOp {
     pub op: &'static str,
@@ -57,6 +60,7 @@ pub fn json_patch(pod: &Pod, plan: &Plan) -> Vec<PatchOp> {
                 ops.push(add("/spec/initContainers", json!([container])));
             }
         }
+        Placement::FirstSidecar => ops.push(add("/spec/containers/0", container)),
         // An ephemeral plan rendered as a patch (offline `inject --ephemeral`) still lands in
         // `containers`; the reconciler uses `ephemeral_container` instead.
         Placement::Sidecar | Placement::Ephemeral => {
@@ -90,19 +94,29 @@ pub fn json_patch(pod: &Pod, plan: &Plan) -> Vec<PatchOp> {
         plan.volumes.iter().map(to_value).collect(),
     );
 
-    if pod.metadata.annotations.is_some() {
-        ops.push(add(
-            format!(
-                "/metadata/annotations/{}",
-                pointer_escape(ANNOTATION_INJECTED)
-            ),
-            json!(plan.marker),
-        ));
+    let mut annotations = vec![(ANNOTATION_INJECTED, plan.marker.clone())];
+    // With the Whisperer first, `kubectl logs/exec` would pick it: keep the app the default.
+    let existing = pod.metadata.annotations.as_ref();
+    if plan.placement == Placement::FirstSidecar
+        && existing.is_none_or(|a| !a.contains_key(ANNOTATION_DEFAULT_CONTAINER))
+    {
+        if let Some(first) = spec.and_then(|s| s.containers.first()) {
+            annotations.push((ANNOTATION_DEFAULT_CONTAINER, first.name.clone()));
+        }
+    }
+    if existing.is_some() {
+        for (k, v) in annotations {
+            ops.push(add(
+                format!("/metadata/annotations/{}", pointer_escape(k)),
+                json!(v),
+            ));
+        }
     } else {
-        ops.push(add(
-            "/metadata/annotations",
-            json!({ ANNOTATION_INJECTED: plan.marker }),
-        ));
+        let map: serde_json::Map<String, Value> = annotations
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        ops.push(add("/metadata/annotations", Value::Object(map)));
     }
     ops
 }

@@ -1,4 +1,4 @@
-//! The `status` subcommand: fetch `/status` over HTTPS and print it for people.
+//! The `status` subcommand: fetch `/status` from the admin listener and print it for people.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use super::StatusReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusClientError {
-    #[error("--url {0:?} must look like https://host:port")]
+    #[error("--url {0:?} must look like http://host:port (or https://)")]
     Url(String),
     #[error("cannot read CA file {path}: {message}")]
     Ca { path: String, message: String },
@@ -26,12 +26,17 @@ pub enum StatusClientError {
     Decode(String),
 }
 
-/// Fetches the report. `ca_pem` None trusts any certificate (the in-memory self-signed
-/// default has no file to point at); give `--cacert` for anything real.
+/// Fetches the report from the admin listener (`http://`), or over `https://` (e.g. a
+/// TLS-terminating proxy in front of it). `ca_pem` None trusts any certificate; give
+/// `--cacert` for anything real.
 pub async fn fetch(url: &str, ca_pem: Option<&str>) -> Result<StatusReport, StatusClientError> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| StatusClientError::Url(url.to_string()))?;
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(StatusClientError::Url(url.to_string()));
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     let host = authority
         .rsplit_once(':')
@@ -40,45 +45,30 @@ pub async fn fetch(url: &str, ca_pem: Option<&str>) -> Result<StatusReport, Stat
         .trim_end_matches(']');
     let addr = if authority.contains(':') {
         authority.to_string()
-    } else {
+    } else if tls {
         format!("{authority}:443")
+    } else {
+        format!("{authority}:80")
     };
-    let tls = client_config(ca_pem)?;
-    let tcp =
-        tokio::net::TcpStream::connect(&addr)
+    let connect_error = |e: &dyn std::fmt::Display| StatusClientError::Connect {
+        addr: addr.clone(),
+        message: e.to_string(),
+    };
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| connect_error(&e))?;
+    let (status, body) = if tls {
+        let config = client_config(ca_pem)?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| StatusClientError::Url(url.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
             .await
-            .map_err(|e| StatusClientError::Connect {
-                addr: addr.clone(),
-                message: e.to_string(),
-            })?;
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| StatusClientError::Url(url.to_string()))?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| StatusClientError::Connect {
-            addr: addr.clone(),
-            message: e.to_string(),
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| StatusClientError::Http(e.to_string()))?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get("/status")
-        .header(hyper::header::HOST, authority)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| StatusClientError::Http(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| StatusClientError::Http(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| StatusClientError::Http(e.to_string()))?
-        .to_bytes();
+            .map_err(|e| connect_error(&e))?;
+        get_status(stream, authority).await?
+    } else {
+        get_status(tcp, authority).await?
+    };
     if status != 200 {
         return Err(StatusClientError::Status {
             status,
@@ -86,6 +76,25 @@ pub async fn fetch(url: &str, ca_pem: Option<&str>) -> Result<StatusReport, Stat
         });
     }
     serde_json::from_slice(&body).map_err(|e| StatusClientError::Decode(e.to_string()))
+}
+
+async fn get_status<T>(stream: T, authority: &str) -> Result<(u16, Bytes), StatusClientError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |e: hyper::Error| StatusClientError::Http(e.to_string());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/status")
+        .header(hyper::header::HOST, authority)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| StatusClientError::Http(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(http)?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
+    Ok((status, body))
 }
 
 fn client_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, StatusClientError> {

@@ -1,4 +1,4 @@
-//! `GET /status`: what this injector is doing, as JSON; `whisperer-injector status` prints
+//! `GET /status` (admin listener): what this injector is doing, as JSON; `whisperer-injector status` prints
 //! it for people.
 
 mod client;

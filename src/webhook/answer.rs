@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::error::ReviewError;
 use super::namespaces::PodSecurityLevels;
 use super::pod_shape::parse_admitted_pod;
+use super::requester;
 use super::review::{nesting_exceeds, ResponseOut, ReviewIn, API_VERSION, MAX_NESTING};
 use crate::engine::reinvocation::displaced_native_sidecar;
 use crate::engine::{decide_admission, AdmissionSubject, Decision, Settings, SkipReason};
@@ -38,6 +39,12 @@ pub fn answer(
         Some(u) if !u.is_empty() => u,
         _ => return Err(ReviewError::NoUid),
     };
+    if requester::is_attachment(&req.kind) {
+        let (labels, out) = requester::respond(&req, uid)?;
+        let body =
+            serde_json::to_vec(&out.into_review()).map_err(|e| ReviewError::Body(e.to_string()))?;
+        return Ok((labels, body));
+    }
     // Only a pod being created can be injected: nothing else is parsed.
     let is_pod_create = req.kind.group.is_empty()
         && req.kind.kind == "Pod"

@@ -1,4 +1,5 @@
-//! Client mistakes get a 4xx with a JSON message; nothing here is a 5xx.
+//! Client mistakes get a 4xx with a JSON message; load shedding (too many reviews at once,
+//! body memory budget spent) a 503 with the same shape, answered before the body is read.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,10 +22,16 @@ pub enum ReviewError {
     NoUid,
     #[error("request.object is not a valid v1 Pod: {0}")]
     BadPod(String),
+    #[error("not a valid Attachment: {0}")]
+    BadAttachment(String),
     #[error("body exceeds the {0} byte limit")]
     TooLarge(usize),
     #[error("could not read the request body: {0}")]
     Body(String),
+    #[error("{0} admission requests are already being answered; retry")]
+    Overloaded(usize),
+    #[error("the {0} byte budget for request bodies held at once is spent; retry")]
+    BodyBudget(usize),
 }
 
 impl ReviewError {
@@ -38,8 +45,11 @@ impl ReviewError {
             ReviewError::NoRequest => "no-request",
             ReviewError::NoUid => "no-uid",
             ReviewError::BadPod(_) => "invalid-pod",
+            ReviewError::BadAttachment(_) => "invalid-attachment",
             ReviewError::TooLarge(_) => "too-large",
             ReviewError::Body(_) => "body",
+            ReviewError::Overloaded(_) => "overloaded",
+            ReviewError::BodyBudget(_) => "body-budget",
         }
     }
 
@@ -47,7 +57,12 @@ impl ReviewError {
         match self {
             ReviewError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ReviewError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ReviewError::BadPod(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ReviewError::BadPod(_) | ReviewError::BadAttachment(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ReviewError::Overloaded(_) | ReviewError::BodyBudget(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }

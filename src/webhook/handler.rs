@@ -1,4 +1,10 @@
-//! Routes: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! Routes of the webhook port: `POST /mutate`, `GET /healthz`, `GET /readyz`; and the
+//! admin port's `GET /metrics` (see [`admin_router`]).
+//!
+//! `/mutate` sheds load before it reads a body: a fixed number of reviews at once, and a
+//! byte budget for the bodies held in memory, taken from `Content-Length` up front (or per
+//! chunk without one). Memory for reviews is therefore bounded by the budget, whatever the
+//! number of connections.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,8 +18,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::answer::answer;
 use super::error::{json_error, ReviewError};
@@ -21,9 +29,34 @@ use super::namespaces::PodSecurityLevels;
 use crate::engine::Settings;
 use crate::metrics::{InFlight, Outcome, RequestLabels, WebhookMetrics};
 
-/// Requests above this are refused with 413 before they are parsed. kube-apiserver caps
-/// objects at 3 MiB in etcd, so a real review is always far below it.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Requests above this are refused with 413 before they are parsed (at once when
+/// `Content-Length` says so). kube-apiserver refuses objects over about 3 MiB
+/// (`--max-request-bytes`/etcd's limit), so no real review is larger.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// How much `/mutate` takes on at once; beyond it a request gets 503 before its body is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewLimits {
+    pub max_concurrent: usize,
+    /// Bytes of request bodies held in memory at once, over all requests.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for ReviewLimits {
+    fn default() -> Self {
+        ReviewLimits {
+            max_concurrent: 32,
+            max_buffered_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+struct Gates {
+    limits: ReviewLimits,
+    slots: Semaphore,
+    /// One permit per byte (tokio permits are plentiful; a body is at most 3 MiB).
+    bytes: Semaphore,
+}
 
 /// Settings shared by every component and swapped whole when the config file changes.
 pub type SharedSettings = Arc<ArcSwap<Settings>>;
@@ -36,6 +69,7 @@ pub struct WebhookState {
     pub ready: AtomicBool,
     /// Filled by a namespace watch when the server has cluster credentials.
     pub pod_security: PodSecurityLevels,
+    gates: Gates,
 }
 
 impl WebhookState {
@@ -43,6 +77,7 @@ impl WebhookState {
         settings: SharedSettings,
         metrics: WebhookMetrics,
         registry: Arc<Registry>,
+        limits: ReviewLimits,
     ) -> Arc<WebhookState> {
         Arc::new(WebhookState {
             settings,
@@ -50,20 +85,40 @@ impl WebhookState {
             registry,
             ready: AtomicBool::new(false),
             pod_security: PodSecurityLevels::default(),
+            gates: Gates {
+                limits,
+                slots: Semaphore::new(limits.max_concurrent),
+                bytes: Semaphore::new(limits.max_buffered_bytes.min(Semaphore::MAX_PERMITS)),
+            },
         })
     }
 }
 
+fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not-found", "no such route")
+}
+
+/// The HTTPS port: what the API server and kubelet probes call.
 pub fn router(state: Arc<WebhookState>, request_timeout: Duration) -> Router {
     Router::new()
         .route("/mutate", post(mutate).fallback(method_not_allowed))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .fallback(|| async { not_found() })
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             deadline(req, next, request_timeout)
         }))
+        .with_state(state)
+}
+
+/// The admin port (plain HTTP, never the API server's way in): metrics, and the probes again
+/// so an operator on the admin port sees the same health.
+pub fn admin_router(state: Arc<WebhookState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { not_found() })
         .with_state(state)
 }
 
@@ -112,7 +167,7 @@ async fn metrics(State(st): State<Arc<WebhookState>>) -> Response {
 async fn mutate(State(st): State<Arc<WebhookState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::start(&st.metrics.in_flight);
-    let (labels, resp) = match review(&st, &headers, body).await {
+    let (labels, resp) = match shed_or_review(&st, &headers, body).await {
         Ok((labels, bytes)) => (
             labels,
             ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
@@ -133,6 +188,19 @@ async fn mutate(State(st): State<Arc<WebhookState>>, headers: HeaderMap, body: B
     resp
 }
 
+async fn shed_or_review(
+    st: &WebhookState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(RequestLabels, Vec<u8>), ReviewError> {
+    let _slot = st
+        .gates
+        .slots
+        .try_acquire()
+        .map_err(|_| ReviewError::Overloaded(st.gates.limits.max_concurrent))?;
+    review(st, headers, body).await
+}
+
 async fn review(
     st: &WebhookState,
     headers: &HeaderMap,
@@ -149,18 +217,85 @@ async fn review(
     {
         return Err(ReviewError::ContentType(ct.to_string()));
     }
-    let bytes = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ReviewError::TooLarge(MAX_BODY_BYTES)
-            } else {
-                ReviewError::Body(e.to_string())
-            }
-        })?
-        .to_bytes();
-
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut buf = BodyBuffer::new(&st.gates, &st.metrics.body_bytes);
+    buf.read(body, declared).await?;
     let settings = st.settings.load();
-    answer(&bytes, &settings, &st.pod_security)
+    // The body stays charged to the budget while it is parsed.
+    answer(&buf.bytes, &settings, &st.pod_security)
+}
+
+/// A request body read into one buffer whose capacity is charged to the byte budget before
+/// it is allocated, and given back when the answer is done.
+struct BodyBuffer<'a> {
+    gates: &'a Gates,
+    gauge: &'a Gauge,
+    charged: Option<SemaphorePermit<'a>>,
+    bytes: Vec<u8>,
+}
+
+impl<'a> BodyBuffer<'a> {
+    fn new(gates: &'a Gates, gauge: &'a Gauge) -> BodyBuffer<'a> {
+        BodyBuffer {
+            gates,
+            gauge,
+            charged: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    fn charged(&self) -> usize {
+        self.charged.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Makes room for `need` bytes in all, charging the budget first.
+    fn reserve(&mut self, need: usize) -> Result<(), ReviewError> {
+        if need > MAX_BODY_BYTES {
+            return Err(ReviewError::TooLarge(MAX_BODY_BYTES));
+        }
+        if need <= self.bytes.capacity() {
+            return Ok(());
+        }
+        // Doubling keeps the copies linear without a Content-Length; never past the cap.
+        let target = need.max(self.bytes.capacity() * 2).min(MAX_BODY_BYTES);
+        let extra = target - self.charged();
+        if extra > 0 {
+            let n = u32::try_from(extra).map_err(|_| ReviewError::TooLarge(MAX_BODY_BYTES))?;
+            let permit = self
+                .gates
+                .bytes
+                .try_acquire_many(n)
+                .map_err(|_| ReviewError::BodyBudget(self.gates.limits.max_buffered_bytes))?;
+            self.gauge.inc_by(extra as i64);
+            match &mut self.charged {
+                Some(p) => p.merge(permit),
+                None => self.charged = Some(permit),
+            }
+        }
+        self.bytes.reserve_exact(target - self.bytes.len());
+        Ok(())
+    }
+
+    async fn read(&mut self, mut body: Body, declared: Option<usize>) -> Result<(), ReviewError> {
+        if let Some(n) = declared {
+            self.reserve(n)?;
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ReviewError::Body(e.to_string()))?;
+            if let Ok(chunk) = frame.into_data() {
+                self.reserve(self.bytes.len() + chunk.len())?;
+                self.bytes.extend_from_slice(&chunk);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BodyBuffer<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.charged() as i64);
+    }
 }

@@ -1,16 +1,23 @@
-//! The HTTPS admission server: an axum router around the pure engine and renderer.
+//! The HTTPS admission server: an axum router around the pure engine and renderer, its
+//! limits, and the plain-HTTP admin listener (`/metrics`).
 
 mod answer;
 mod error;
+mod flags;
 mod handler;
 mod namespaces;
 mod pod_shape;
+mod requester;
 mod review;
 pub(crate) mod server;
 
 pub use answer::answer;
 pub use error::{json_error, ReviewError};
-pub use handler::{router, SharedSettings, WebhookState, MAX_BODY_BYTES};
+pub use flags::{parse_bytes, LimitArgs};
+pub use handler::{
+    admin_router, router, ReviewLimits, SharedSettings, WebhookState, MAX_BODY_BYTES,
+};
 pub use namespaces::PodSecurityLevels;
+pub use requester::REQUESTED_BY;
 pub use review::{nesting_exceeds, API_VERSION, MAX_NESTING};
-pub use server::{serve, ServeError, ServerOptions};
+pub use server::{serve, ConnLimits, ServeError, ServerOptions};

@@ -46,8 +46,21 @@ pub struct RequestIn<'a> {
     pub operation: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub object: Option<&'a RawValue>,
+    /// Only Attachment updates read it (did the spec change?).
+    #[serde(borrow)]
+    pub old_object: Option<&'a RawValue>,
     #[serde(default)]
     pub dry_run: bool,
+    #[serde(default, borrow)]
+    pub user_info: UserInfo<'a>,
+}
+
+/// Who sent the request, as the API server authenticated them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfo<'a> {
+    #[serde(borrow)]
+    pub username: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Serialize)]

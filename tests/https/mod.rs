@@ -1,6 +1,7 @@
 //! A small HTTPS client for the webhook tests: one connection per `Conn`, HTTP/1.1 or h2 by
 //! ALPN, trusting exactly the CA it is given, so tests can hold a connection open across a
-//! certificate rotation.
+//! certificate rotation; plain HTTP for the admin listener; raw TLS streams for tests that
+//! write bytes themselves.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub struct Conn {
     pub sender: Sender,
     /// The certificate the server presented on this connection.
     pub peer_cert: Vec<u8>,
+    /// The task driving the connection: it ends when the server closes it.
+    pub driver: tokio::task::JoinHandle<()>,
 }
 
 pub fn client_config(ca_pem: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
@@ -60,19 +63,78 @@ pub async fn connect(addr: SocketAddr, ca_pem: &str, h2: bool) -> Result<Conn, S
         .unwrap_or_default();
     let negotiated_h2 = session.alpn_protocol() == Some(b"h2");
     assert_eq!(negotiated_h2, h2, "ALPN must give the protocol asked for");
-    let io = TokioIo::new(tls);
-    let sender = if h2 {
+    let (sender, driver) = over(tls, h2).await?;
+    Ok(Conn {
+        sender,
+        peer_cert,
+        driver,
+    })
+}
+
+/// Plain HTTP/1.1 (the admin listener).
+pub async fn connect_plain(addr: SocketAddr) -> Result<Conn, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (sender, driver) = over(tcp, false).await?;
+    Ok(Conn {
+        sender,
+        peer_cert: Vec::new(),
+        driver,
+    })
+}
+
+async fn over<T>(io: T, h2: bool) -> Result<(Sender, tokio::task::JoinHandle<()>), String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if h2 {
         let (s, conn) = http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        Sender::H2(s)
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((Sender::H2(s), driver))
     } else {
         let (s, conn) = http1::handshake(io).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        Sender::H1(s)
-    };
-    Ok(Conn { sender, peer_cert })
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((Sender::H1(s), driver))
+    }
+}
+
+/// A TLS stream with the given ALPN, for tests that write the protocol bytes themselves.
+pub async fn raw_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = TlsConnector::from(client_config(ca_pem, &[alpn]));
+    let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// `GET path` on the admin listener.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> Answer {
+    let mut conn = connect_plain(admin).await.expect("admin listener");
+    conn.get(path).await
+}
+
+/// The Prometheus text of the admin listener's `/metrics`.
+pub async fn metrics(admin: SocketAddr) -> String {
+    let ans = admin_get(admin, "/metrics").await;
+    assert_eq!(ans.status, 200, "/metrics on the admin listener");
+    String::from_utf8(ans.body.to_vec()).expect("metrics are UTF-8")
+}
+
+/// The value of the first sample line starting with `series` (name and labels), if any.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 pub struct Answer {
@@ -157,4 +219,31 @@ pub fn apply_response_patch(
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch).expect("patch applies to the pod");
     pod
+}
+
+/// `serve` flags for a webhook-only server on loopback (both listeners on free ports).
+pub fn serve_args(extra: &[&str]) -> whisperer_injector::cli::ServeArgs {
+    let mut argv = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--reconciler",
+        "off",
+        "--dns",
+        "off",
+        "--reload-interval",
+        "100ms",
+    ];
+    argv.extend_from_slice(extra);
+    whisperer_injector::cli::ServeArgs::from_flags(argv).expect("flags parse")
+}
+
+/// A started webhook with a generated certificate, and the CA that signed it.
+pub async fn started(extra: &[&str]) -> (whisperer_injector::app::Running, String) {
+    let running = whisperer_injector::app::start(&serve_args(extra))
+        .await
+        .expect("server starts");
+    let ca = running.generated_ca.clone().expect("generated CA");
+    (running, ca)
 }

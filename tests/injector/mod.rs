@@ -56,6 +56,8 @@ pub async fn start_and_register(cp: &ControlPlane, probe_ns: &str, extra: &[&str
     let mut argv = vec![
         "--listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--reconciler",
         "off",
         "--dns",

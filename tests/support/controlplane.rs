@@ -451,6 +451,12 @@ impl ControlPlane {
         kube::Client::try_from(config).expect("kube client from kubeconfig")
     }
 
+    /// The admin `kube::Config` the clients are built from (see `support::impersonate` for
+    /// clients acting as someone else).
+    pub fn config(&self) -> kube::Config {
+        self.config.clone().expect("plane is started")
+    }
+
     /// The generated kubeconfig (admin client certificate, CA inline).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig

@@ -9,6 +9,8 @@
 pub mod certs;
 pub mod controlplane;
 pub mod crd;
+pub mod impersonate;
+pub mod manifests;
 pub mod netns;
 
 pub use controlplane::{

@@ -1,8 +1,9 @@
 use super::*;
 use hickory_proto::op::Query;
 use hickory_proto::rr::Name;
-use k8s_openapi::api::core::v1::{HostAlias, Pod};
+use k8s_openapi::api::core::v1::{HostAlias, Pod, Service};
 use serde_json::json;
+use std::net::IpAddr;
 
 fn table() -> NameTable {
     let table = NameTable::new("cluster.local");
@@ -30,6 +31,11 @@ fn request(name: &str, rtype: RecordType) -> Message {
     msg
 }
 
+/// The rule as a trusted source (a Whisperer) sees it.
+fn trusted(request: &Message, table: &NameTable, can_forward: bool) -> Handling {
+    handle(request, table, can_forward, Access::Trusted)
+}
+
 fn reply(h: Handling) -> (Message, QType, Outcome) {
     match h {
         Handling::Reply {
@@ -38,6 +44,7 @@ fn reply(h: Handling) -> (Message, QType, Outcome) {
             outcome,
         } => (reply, qtype, outcome),
         Handling::Forward { .. } => panic!("expected a reply, got forward"),
+        Handling::Denied { reason, .. } => panic!("expected a reply, got denied ({reason:?})"),
     }
 }
 
@@ -51,7 +58,7 @@ fn ptr_for_known_pod_ip_v4_and_v6() {
     for ip in ["10.1.2.3", "fd00::3"] {
         let rev = super::super::reverse::reverse_name(ip.parse().expect("ip"));
         let req = request(&rev.to_ascii(), RecordType::PTR);
-        let (msg, qtype, outcome) = reply(handle(&req, &t, true));
+        let (msg, qtype, outcome) = reply(trusted(&req, &t, true));
         assert_eq!((qtype, outcome), (QType::Ptr, Outcome::Answered));
         assert_eq!(msg.metadata.id, req.metadata.id);
         assert!(msg.metadata.authoritative);
@@ -65,7 +72,7 @@ fn ptr_for_known_pod_ip_v4_and_v6() {
 
 #[test]
 fn known_reverse_name_other_type_is_nodata() {
-    let (msg, qtype, outcome) = reply(handle(
+    let (msg, qtype, outcome) = reply(trusted(
         &request("3.2.1.10.in-addr.arpa.", RecordType::TXT),
         &table(),
         true,
@@ -80,39 +87,43 @@ fn unknown_reverse_name_forwards_or_nxdomain_without_upstream() {
     let t = table();
     let req = request("9.9.9.10.in-addr.arpa.", RecordType::PTR);
     assert!(matches!(
-        handle(&req, &t, true),
+        trusted(&req, &t, true),
         Handling::Forward { qtype: QType::Ptr }
     ));
-    let (msg, _, outcome) = reply(handle(&req, &t, false));
+    let (msg, _, outcome) = reply(trusted(&req, &t, false));
     assert_eq!(outcome, Outcome::NxDomain);
     assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain);
     // partial reverse names follow the same rule
     let partial = request("10.in-addr.arpa.", RecordType::PTR);
-    assert_eq!(reply(handle(&partial, &t, false)).2, Outcome::NxDomain);
+    assert_eq!(reply(trusted(&partial, &t, false)).2, Outcome::NxDomain);
 }
 
 #[test]
 fn host_alias_a_aaaa_any_and_nodata() {
     let t = table();
-    let (msg, qtype, outcome) = reply(handle(&request("DB.example.com.", RecordType::A), &t, true));
+    let (msg, qtype, outcome) = reply(trusted(
+        &request("DB.example.com.", RecordType::A),
+        &t,
+        true,
+    ));
     assert_eq!((qtype, outcome), (QType::A, Outcome::Answered));
     assert_eq!(rdata_strings(&msg), vec!["192.0.2.1"]);
     // the owner name echoes the question's case
     assert_eq!(msg.answers[0].name.to_ascii(), "DB.example.com.");
 
-    let (msg, _, _) = reply(handle(
+    let (msg, _, _) = reply(trusted(
         &request("db.example.com.", RecordType::AAAA),
         &t,
         true,
     ));
     assert_eq!(rdata_strings(&msg), vec!["2001:db8::1"]);
-    let (msg, _, _) = reply(handle(
+    let (msg, _, _) = reply(trusted(
         &request("db.example.com.", RecordType::ANY),
         &t,
         true,
     ));
     assert_eq!(msg.answers.len(), 2);
-    let (msg, _, outcome) = reply(handle(
+    let (msg, _, outcome) = reply(trusted(
         &request("v4only.example.com.", RecordType::AAAA),
         &t,
         true,
@@ -128,10 +139,10 @@ fn other_names_forward_or_refused_without_upstream() {
     // a sibling of an alias name is not ours: forward, never NXDOMAIN
     let req = request("other.example.com.", RecordType::A);
     assert!(matches!(
-        handle(&req, &t, true),
+        trusted(&req, &t, true),
         Handling::Forward { qtype: QType::A }
     ));
-    let (msg, _, outcome) = reply(handle(&req, &t, false));
+    let (msg, _, outcome) = reply(trusted(&req, &t, false));
     assert_eq!(outcome, Outcome::Rejected);
     assert_eq!(msg.metadata.response_code, ResponseCode::Refused);
 }
@@ -141,21 +152,21 @@ fn not_a_single_question_query() {
     let t = table();
     let mut none = request("x.", RecordType::A);
     none.queries.clear();
-    let (msg, _, outcome) = reply(handle(&none, &t, true));
+    let (msg, _, outcome) = reply(trusted(&none, &t, true));
     assert_eq!(outcome, Outcome::Rejected);
     assert_eq!(msg.metadata.response_code, ResponseCode::FormErr);
 
     let mut two = request("x.", RecordType::A);
     two.add_query(Query::query(Name::root(), RecordType::A));
     assert_eq!(
-        reply(handle(&two, &t, true)).0.metadata.response_code,
+        reply(trusted(&two, &t, true)).0.metadata.response_code,
         ResponseCode::FormErr
     );
 
     let mut status = request("x.", RecordType::A);
     status.metadata.op_code = OpCode::Status;
     assert_eq!(
-        reply(handle(&status, &t, true)).0.metadata.response_code,
+        reply(trusted(&status, &t, true)).0.metadata.response_code,
         ResponseCode::NotImp
     );
 }
@@ -164,14 +175,14 @@ fn not_a_single_question_query() {
 fn edns_echo_and_udp_limit() {
     let mut req = request("db.example.com.", RecordType::A);
     assert_eq!(udp_limit(&req), 512);
-    let (msg, _, _) = reply(handle(&req, &table(), true));
+    let (msg, _, _) = reply(trusted(&req, &table(), true));
     assert!(msg.edns.is_none());
 
     let mut edns = Edns::new();
     edns.set_max_payload(4096);
     req.set_edns(edns);
     assert_eq!(udp_limit(&req), usize::from(MAX_UDP_PAYLOAD));
-    let (msg, _, _) = reply(handle(&req, &table(), true));
+    let (msg, _, _) = reply(trusted(&req, &table(), true));
     assert_eq!(
         msg.edns.as_ref().map(Edns::max_payload),
         Some(MAX_UDP_PAYLOAD)
@@ -189,7 +200,7 @@ fn oversized_reply_is_truncated_to_question() {
         .collect();
     t.set_host_aliases(&aliases);
     let req = request("many.example.com.", RecordType::A);
-    let (msg, _, _) = reply(handle(&req, &t, true));
+    let (msg, _, _) = reply(trusted(&req, &t, true));
     let full = encode_within(&msg, MAX_TCP_MESSAGE).expect("encodes");
     assert!(full.len() > 512);
     assert_eq!(
@@ -204,4 +215,117 @@ fn oversized_reply_is_truncated_to_question() {
     assert!(small.answers.is_empty());
     assert_eq!(small.queries, req.queries);
     assert_eq!(small.metadata.id, req.metadata.id);
+}
+
+const WHISPERER: &str = "ghcr.io/whisperer-dev/whisperer:v0.1.0";
+
+/// `table()` plus a Whisperer-carrying pod at 10.9.0.1, a pod only annotated as injected at
+/// 10.9.0.2, a service at 10.96.0.10, and the profile image configured.
+fn table_with_sources() -> NameTable {
+    let t = table();
+    for (uid, ip, image, annotations) in [
+        ("w", "10.9.0.1", WHISPERER, json!({})),
+        (
+            "fake",
+            "10.9.0.2",
+            "busybox",
+            json!({ "whisperer.dev/injected": "default/abc" }),
+        ),
+    ] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": uid, "namespace": "shop", "uid": uid, "annotations": annotations },
+            "spec": { "containers": [{ "name": "whisperer", "image": image }] },
+            "status": { "podIP": ip }
+        }))
+        .expect("pod");
+        t.apply_pod(&pod);
+    }
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": { "name": "api", "namespace": "shop", "uid": "s1" },
+        "spec": { "clusterIP": "10.96.0.10" }
+    }))
+    .expect("service");
+    t.apply_service(&svc);
+    t.set_whisperer_images([WHISPERER]);
+    t
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+#[test]
+fn trusted_are_whisperer_pods_and_cidrs_only() {
+    let t = table_with_sources();
+    let cidrs: Vec<Cidr> = vec![
+        "192.168.0.0/16".parse().expect("cidr"),
+        "fd00:1::/64".parse().expect("cidr"),
+    ];
+    assert_eq!(access(ip("10.9.0.1"), &[], &t), Access::Trusted);
+    assert_eq!(
+        access(ip("10.9.0.2"), &[], &t),
+        Access::Untrusted,
+        "annotation is not trust"
+    );
+    // a pod IP without a Whisperer, a service IP, an unknown IP
+    assert_eq!(access(ip("10.1.2.3"), &[], &t), Access::Untrusted);
+    assert_eq!(access(ip("10.96.0.10"), &[], &t), Access::Untrusted);
+    assert_eq!(access(ip("192.168.3.4"), &[], &t), Access::Untrusted);
+    assert_eq!(access(ip("192.168.3.4"), &cidrs, &t), Access::Trusted);
+    assert_eq!(access(ip("fd00:1::9"), &cidrs, &t), Access::Trusted);
+    assert_eq!(access(ip("fd00:2::9"), &cidrs, &t), Access::Untrusted);
+    // the profile image changes (config reload): the old image no longer counts
+    t.set_whisperer_images(["ghcr.io/whisperer-dev/whisperer:v0.2.0"]);
+    assert_eq!(access(ip("10.9.0.1"), &[], &t), Access::Untrusted);
+}
+
+#[test]
+fn untrusted_sources_are_refused_every_name() {
+    let t = table_with_sources();
+    let names = [
+        ("3.2.1.10.in-addr.arpa.", RecordType::PTR),   // a pod
+        ("10.0.96.10.in-addr.arpa.", RecordType::PTR), // a service
+        ("9.9.9.10.in-addr.arpa.", RecordType::PTR),   // unknown reverse name
+        ("db.example.com.", RecordType::A),            // a hostAliases name
+        ("db.example.com.", RecordType::AAAA),
+        ("other.example.com.", RecordType::A), // would be forwarded
+    ];
+    for (name, rtype) in names {
+        let req = request(name, rtype);
+        for can_forward in [true, false] {
+            match handle(&req, &t, can_forward, Access::Untrusted) {
+                Handling::Denied { reply, reason } => {
+                    assert_eq!(reason, Reason::Untrusted);
+                    assert_eq!(
+                        reply.metadata.response_code,
+                        ResponseCode::Refused,
+                        "{name}"
+                    );
+                    assert!(reply.answers.is_empty());
+                    assert!(!reply.metadata.authoritative);
+                    assert_eq!(reply.queries, req.queries);
+                    assert_eq!(reply.metadata.id, req.metadata.id);
+                }
+                other => panic!("{name}: expected REFUSED, got {other:?}"),
+            }
+        }
+        // the same question from a trusted source is not refused
+        assert!(!matches!(trusted(&req, &t, true), Handling::Denied { .. }));
+    }
+    // a malformed message is judged on its shape first (FORMERR carries nothing of ours)
+    let mut none = request("x.", RecordType::A);
+    none.queries.clear();
+    let (msg, _, _) = reply(handle(&none, &t, true, Access::Untrusted));
+    assert_eq!(msg.metadata.response_code, ResponseCode::FormErr);
+}
+
+#[test]
+fn trusted_sources_get_pod_and_service_names() {
+    let t = table_with_sources();
+    let (msg, _, _) = reply(trusted(
+        &request("10.0.96.10.in-addr.arpa.", RecordType::PTR),
+        &t,
+        true,
+    ));
+    assert_eq!(rdata_strings(&msg), vec!["api.shop.svc.cluster.local."]);
 }
