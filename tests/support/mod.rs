@@ -11,6 +11,7 @@ pub mod controlplane;
 pub mod crd;
 pub mod impersonate;
 pub mod manifests;
+pub mod netns;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
