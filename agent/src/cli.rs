@@ -95,4 +95,16 @@ pub struct Args {
     pub no_names: bool,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 once the agent in this pod captures (startupProbe / postStart of the injector's
+    /// holdApplicationUntilReady), 1 if it does not within --wait.
+    Ready {
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
 }

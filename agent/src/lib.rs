@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod names;
 pub mod pcapng;
+pub mod ready;
 pub mod record;
 pub mod rotate;
 pub mod run;

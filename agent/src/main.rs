@@ -2,11 +2,17 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 
-use whisperer::cli::{Args, LogFormat};
+use whisperer::cli::{Args, Command, LogFormat};
 use whisperer::contract::Contract;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Ready { wait }) = args.command {
+        if whisperer::ready::wait_ready(wait) {
+            return Ok(());
+        }
+        anyhow::bail!("the Whisperer in this pod is not capturing (waited {wait:?})");
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: stdout carries the JSON lines only.

@@ -132,6 +132,8 @@ pub async fn run(args: Args, contract: Contract) -> Result<StopReason, RunError>
         snaplen: args.snaplen,
         buffer_size: args.buffer_size,
     })?;
+    // Capture is open: from here on packets are seen, so the pod's other containers may start.
+    crate::ready::announce();
     let rotator = (!args.no_pcap).then(|| {
         if !args.out_dir.is_dir() {
             tracing::warn!(
