@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// [default: https://whisperer-injector.<namespace>.svc:443].
     #[arg(long)]
     pub control_url: Option<String>,
+    /// PEM CA that attached Whisperers verify the control API with (WHISPERER_CONTROL_CA);
+    /// default: `ca.crt` beside --tls-cert, else the generated CA.
+    #[arg(long)]
+    pub control_ca: Option<PathBuf>,
     /// Directory holding the agent token keys: file `current` (at least 32 bytes; tokens are
     /// minted with it) and optionally `previous` (still accepted), e.g. the Secret
     /// `whisperer-agent-token-keys` mounted as a volume; reloaded when it changes. Every replica

@@ -196,6 +196,11 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
     .await;
     let url = env_of(&attached, "whisperer-debug", "WHISPERER_CONTROL_URL").expect("control url");
     let token = env_of(&attached, "whisperer-debug", "WHISPERER_CONTROL_TOKEN").expect("token");
+    assert_eq!(
+        env_of(&attached, "whisperer-debug", "WHISPERER_CONTROL_CA").as_deref(),
+        Some(ca.as_str()),
+        "the agent gets the CA that verifies the control API"
+    );
     let (status, verdict) = agent_asks(&ca, &url, &token).await;
     assert_eq!(status, 200, "{verdict}");
     assert_eq!(verdict["action"], "run");

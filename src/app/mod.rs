@@ -210,8 +210,15 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     if let Some(client) = wanted(args.reconciler, &client) {
         let (keys, key_bytes) = reconciler::token_keys(args)?;
         token_keys = key_bytes.map(|b| (keys.clone(), b));
-        if let Some((handle, state)) =
-            reconciler::start(args, client, settings.clone(), &mut registry, keys).await?
+        if let Some((handle, state)) = reconciler::start(
+            args,
+            client,
+            settings.clone(),
+            &mut registry,
+            keys,
+            reconciler::control_ca(args, generated_ca.as_deref())?,
+        )
+        .await?
         {
             components.push("reconciler".into());
             sources.push(handle.status_source());

@@ -4,7 +4,7 @@ use prometheus_client::registry::Registry;
 
 use super::AppError;
 use crate::cli::{ServeArgs, Toggle};
-use crate::control::{ControlState, KeyPair, TokenKey, TokenKeys};
+use crate::control::{ControlState, KeyPair, TokenKey, TokenKeys, ENV_CONTROL_CA};
 use crate::engine::SharedSettings;
 use crate::reconciler::{self, ReconcilerError, ReconcilerHandle};
 
@@ -38,6 +38,35 @@ pub(super) fn token_keys(args: &ServeArgs) -> Result<(TokenKeys, Option<FileByte
     Ok((TokenKeys::new(pair), Some(bytes)))
 }
 
+/// The CA attached agents verify the control API with: `--control-ca`, else the `ca.crt`
+/// certs-gen puts next to the serving certificate (the Secret's key), else the generated CA.
+pub(super) fn control_ca(
+    args: &ServeArgs,
+    generated: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|source| {
+            AppError::Tls(crate::tls::TlsError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        })
+    };
+    if let Some(path) = &args.control_ca {
+        return read(path).map(Some);
+    }
+    if let Some(beside) = args
+        .tls_cert
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("ca.crt"))
+        .filter(|p| p.exists())
+    {
+        return read(&beside).map(Some);
+    }
+    Ok(generated.map(str::to_string))
+}
+
 fn control_base_url(args: &ServeArgs) -> String {
     args.control_url
         .clone()
@@ -51,8 +80,23 @@ pub(super) async fn start(
     settings: SharedSettings,
     registry: &mut Registry,
     key: TokenKeys,
+    control_ca: Option<String>,
 ) -> Result<Option<(ReconcilerHandle, ControlState)>, AppError> {
-    let env = reconciler::control_api_env(&control_base_url(args), key.clone());
+    let base = reconciler::control_api_env(&control_base_url(args), key.clone());
+    // An ephemeral agent can mount nothing: the CA that verifies the control API travels in
+    // its env, next to the URL and token.
+    let env: reconciler::AgentEnv = match control_ca {
+        Some(pem) => std::sync::Arc::new(move |ns: &str, name: &str, uid: &str| {
+            let mut env = base(ns, name, uid);
+            env.push(k8s_openapi::api::core::v1::EnvVar {
+                name: ENV_CONTROL_CA.into(),
+                value: Some(pem.clone()),
+                ..Default::default()
+            });
+            env
+        }),
+        None => base,
+    };
     let started = reconciler::start_with_agent_env(
         client,
         settings,

@@ -121,7 +121,7 @@ async fn served_chain(url: &str) -> Result<(String, Vec<CertificateDer<'static>>
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Record(provider)))
+        .with_custom_certificate_verifier(Arc::new(crate::tls::AnyCert(provider)))
         .with_no_client_auth();
     let tcp = tokio::time::timeout(
         Duration::from_secs(5),
@@ -144,52 +144,6 @@ async fn served_chain(url: &str) -> Result<(String, Vec<CertificateDer<'static>>
         .map(|c| c.clone().into_owned())
         .collect();
     Ok((host, chain))
-}
-
-/// Accepts the server's chain so it can be inspected; handshake signatures are still checked.
-#[derive(Debug)]
-struct Record(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for Record {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 async fn check_certificate(client: &Client, hook: &MutatingWebhook, injector_ns: &str) -> Finding {

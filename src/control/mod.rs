@@ -18,6 +18,8 @@ pub use verdict::{verdict, AttachmentLookup, AttachmentState, Verdict};
 /// Env vars the reconciler gives an attached Whisperer.
 pub const ENV_CONTROL_URL: &str = "WHISPERER_CONTROL_URL";
 pub const ENV_CONTROL_TOKEN: &str = "WHISPERER_CONTROL_TOKEN";
+/// PEM of the CA that signed the control API's certificate.
+pub const ENV_CONTROL_CA: &str = "WHISPERER_CONTROL_CA";
 
 /// Path of one attachment's control endpoint, relative to the server's base URL.
 pub fn agent_path(namespace: &str, name: &str, uid: &str) -> String {

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use super::policy::{check_pod, resolve_profile, Front};
 use super::{
     plan, Decision, Placement, Plan, PodFacts, Settings, SkipReason, ANNOTATION_INJECTED,
-    ENV_ATTACHMENT, ENV_ATTACHMENT_UID, ENV_DEADLINE,
+    ENV_ATTACHMENT, ENV_ATTACHMENT_UID, ENV_DEADLINE, ENV_MEMORY_LIMIT,
 };
 use crate::config::Profile;
 
@@ -133,6 +133,19 @@ pub fn decide_attach(
             ..Default::default()
         },
     ];
+    // Ephemeral containers carry no resources: the agent bounds itself to the profile's limit.
+    if let Some(limit) = profile
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+    {
+        env.push(EnvVar {
+            name: ENV_MEMORY_LIMIT.into(),
+            value: Some(limit.0.clone()),
+            ..Default::default()
+        });
+    }
     if let Some(deadline) = subject.deadline {
         env.push(EnvVar {
             name: ENV_DEADLINE.into(),

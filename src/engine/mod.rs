@@ -50,6 +50,9 @@ pub const ENV_ATTACHMENT: &str = "WHISPERER_ATTACHMENT";
 pub const ENV_DEADLINE: &str = "WHISPERER_DEADLINE";
 /// The attachment's uid: a found ephemeral Whisperer counts only when it carries this.
 pub const ENV_ATTACHMENT_UID: &str = "WHISPERER_ATTACHMENT_UID";
+/// The profile's memory limit, for an attached agent to bound itself by (its container
+/// cannot carry resources).
+pub const ENV_MEMORY_LIMIT: &str = "WHISPERER_MEMORY_LIMIT";
 
 /// Everything the engine needs besides the pod, prepared once per config load so the hot
 /// path does no allocation for policy.

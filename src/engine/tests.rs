@@ -741,6 +741,21 @@ fn attached_whisperers_mount_nothing_and_carry_the_attachment_uid() {
     assert!(env
         .iter()
         .any(|e| e.name == ENV_ATTACHMENT_UID && e.value.as_deref() == Some("uid-1")));
+    // The shipped default profile's memory limit reaches the agent as env.
+    let shipped = Settings::new(Arc::new(Config::default()), "whisperer-system");
+    let mut cfg = (*shipped.config).clone();
+    cfg.profiles.get_mut("default").expect("default").resources =
+        serde_json::from_value(serde_json::json!({"limits": {"memory": "128Mi"}})).ok();
+    let s = Settings::new(Arc::new(cfg), "whisperer-system");
+    let Decision::Inject(plan) = decide_attach(&pod, &attach_subject("a"), &s) else {
+        panic!("attach")
+    };
+    assert!(plan
+        .container
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.name == ENV_MEMORY_LIMIT && e.value.as_deref() == Some("128Mi")));
 }
 
 fn admit_at(pod: &Pod, level: pod_security::Level, s: &Settings) -> Decision {

@@ -22,6 +22,7 @@ pub mod injector;
 pub mod kubelet;
 pub mod manifests;
 pub mod metrics;
+pub mod netns;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
