@@ -74,7 +74,12 @@ where
         .https_or_http()
         .enable_http1()
         .build();
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    // Idle connections close after a few seconds: a poll every 10 s then holds none of the
+    // injector's capped connection slots between polls, while a busy collector keeps its own.
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector))
 }
 
 /// The system's CA certificates (none in a scratch image: then only --control-ca works).
