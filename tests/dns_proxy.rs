@@ -211,11 +211,19 @@ async fn start_upstream() -> SocketAddr {
     let mut catalog = Catalog::new();
     catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
     let mut server = hickory_server::Server::new(catalog);
-    let udp = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream udp");
-    let addr = udp.local_addr().expect("addr");
-    let tcp = TcpListener::bind(addr).await.expect("bind upstream tcp");
+    // The TCP port matching a free UDP port may be taken by another test: try a few.
+    let mut bound = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream udp");
+        let addr = udp.local_addr().expect("addr");
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            bound = Some((udp, addr, tcp));
+            break;
+        }
+    }
+    let (udp, addr, tcp) = bound.expect("a port free for both UDP and TCP");
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 64);
     tokio::spawn(async move {
