@@ -339,19 +339,7 @@ impl Ctr {
 mod tests {
     use super::*;
 
-    fn view(ns: &str, name: &str, labels: &[(&str, &str)]) -> PodView {
-        let mut v = PodView::default();
-        v.metadata.name = Some(name.into());
-        v.metadata.namespace = Some(ns.into());
-        v.metadata.uid = Some(format!("uid-{name}"));
-        v.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        v
-    }
+    use crate::reconciler::watch::pod_view::test_view as view;
 
     #[test]
     fn selector_expressions() {

@@ -224,3 +224,19 @@ mod tests {
         assert_eq!(info.phase(), Some("Running"));
     }
 }
+
+/// A pod view with name, namespace, uid `uid-<name>` and labels, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_view(ns: &str, name: &str, labels: &[(&str, &str)]) -> PodView {
+    let mut v = PodView::default();
+    v.metadata.name = Some(name.into());
+    v.metadata.namespace = Some(ns.into());
+    v.metadata.uid = Some(format!("uid-{name}"));
+    v.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    v
+}
