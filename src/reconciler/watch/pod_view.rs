@@ -165,6 +165,22 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<(&str, &str)> {
         .map(|o| (o.kind.as_str(), o.name.as_str()))
 }
 
+/// A pod view with name, namespace, uid `uid-<name>` and labels, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_view(ns: &str, name: &str, labels: &[(&str, &str)]) -> PodView {
+    let mut v = PodView::default();
+    v.metadata.name = Some(name.into());
+    v.metadata.namespace = Some(ns.into());
+    v.metadata.uid = Some(format!("uid-{name}"));
+    v.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,20 +239,4 @@ mod tests {
         );
         assert_eq!(info.phase(), Some("Running"));
     }
-}
-
-/// A pod view with name, namespace, uid `uid-<name>` and labels, for unit tests.
-#[cfg(test)]
-pub(crate) fn test_view(ns: &str, name: &str, labels: &[(&str, &str)]) -> PodView {
-    let mut v = PodView::default();
-    v.metadata.name = Some(name.into());
-    v.metadata.namespace = Some(ns.into());
-    v.metadata.uid = Some(format!("uid-{name}"));
-    v.metadata.labels = Some(
-        labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    v
 }
