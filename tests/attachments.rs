@@ -893,3 +893,54 @@ async fn host_network_and_opted_out_pods_are_refused_dotted_names_attach() {
     }
     r.shutdown().await;
 }
+
+/// After a profile changes, pods injected with the old one are counted as outdated (the
+/// reconciler judges them from its pod cache with the engine's current plan).
+#[tokio::test]
+async fn outdated_agents_gauge_counts_pods_injected_with_an_older_profile() {
+    use whisperer_injector::engine::{decide_sidecar, Decision, Settings};
+    let cp = ControlPlane::start().await;
+    let client = cp.client();
+    support::install_attachment_crd(&client).await;
+    let own = cp.namespace(&[]).await;
+    let ns = cp.namespace(&[]).await;
+    // The pod as the webhook stored it with the built-in profile.
+    let pod = plain_pod("web", "web", &[("whisperer.dev/inject", "true")]);
+    let then = Settings::new(std::sync::Arc::new(Config::default()), &own);
+    let Decision::Inject(plan) = decide_sidecar(&pod, &ns, None, &then) else {
+        panic!("the built-in profile injects an opted-in pod")
+    };
+    let ops =
+        serde_json::to_value(whisperer_injector::render::json_patch(&pod, &plan)).expect("ops");
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("patch");
+    let mut doc = serde_json::to_value(&pod).expect("pod json");
+    json_patch::patch(&mut doc, &patch).expect("patch applies");
+    let injected: Pod = serde_json::from_value(doc).expect("injected pod");
+    create(&client, &ns, &injected).await;
+    create(&client, &ns, &plain_pod("plain", "plain", &[])).await;
+
+    // Today's profile passes one more flag: the pod's Whisperer is outdated.
+    let mut now = Config::default();
+    now.profiles
+        .get_mut("default")
+        .expect("default")
+        .args
+        .push("--snaplen=512".into());
+    let r = Reconciler::start(&client, shared(now, &own), &own, &fast_args()).await;
+    poll_until(WAIT, "one outdated agent counted", || async {
+        (r.sample("whisperer_outdated_agents", "") == 1.0).then_some(())
+    })
+    .await;
+    r.shutdown().await;
+
+    // With the profile it was injected with, nothing is outdated.
+    let r = Reconciler::start(&client, shared(Config::default(), &own), &own, &fast_args()).await;
+    poll_until(WAIT, "the pod counted as current", || async {
+        let m = r.metrics();
+        (m.contains("whisperer_outdated_agents 0")
+            && r.sample("whisperer_watched_objects", "pods") >= 2.0)
+            .then_some(())
+    })
+    .await;
+    r.shutdown().await;
+}

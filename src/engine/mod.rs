@@ -17,6 +17,7 @@ pub mod pod_security;
 pub mod policy;
 pub mod reinvocation;
 mod skip;
+pub mod stale;
 pub mod trace;
 
 pub use admission::{

@@ -1033,3 +1033,43 @@ fn hold_application_until_ready() {
     assert_eq!(plain.placement, Placement::Sidecar);
     assert!(plain.container.lifecycle.is_none());
 }
+
+#[test]
+fn outdated_agents_are_told_apart_from_current_ones() {
+    use stale::{freshness, Freshness};
+    let s = settings();
+    let optin = fixture_pod("review-pod-optin.json");
+    assert_eq!(freshness(&optin, "team-a", &s), Freshness::NotInjected);
+    let Decision::Inject(plan) = admit(&optin, "team-a", "CREATE", &s) else {
+        panic!("injected")
+    };
+    let injected = apply(&optin, &plan);
+    assert_eq!(freshness(&injected, "team-a", &s), Freshness::Current);
+    // The profile changed: the same pod is now outdated, old -> new.
+    let mut cfg = config();
+    cfg.profiles.get_mut("default").expect("default").env[0].value = Some("debug".into());
+    let changed = Settings::new(Arc::new(cfg), "whisperer-system");
+    let Freshness::Outdated {
+        old,
+        new: Some(new),
+    } = freshness(&injected, "team-a", &changed)
+    else {
+        panic!("outdated after a profile change")
+    };
+    assert_eq!(old, plan.marker);
+    assert_ne!(new, old);
+    // The profile is gone: outdated with nothing to roll to.
+    let mut gone = config();
+    gone.profiles.remove("classic");
+    let renamed = gone.profiles.remove("default").expect("default");
+    gone.profiles.insert("renamed".into(), renamed);
+    gone.default_profile = "renamed".into();
+    let gone = Settings::new(Arc::new(gone), "whisperer-system");
+    assert_eq!(
+        freshness(&injected, "team-a", &gone),
+        Freshness::Outdated {
+            old: plan.marker.clone(),
+            new: None
+        }
+    );
+}

@@ -10,10 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Serialize;
 
 use crate::engine::pod_security::{Level, LABEL_ENFORCE};
+use crate::engine::stale::{freshness, Freshness};
 use crate::engine::trace::{Rule, Step};
 use crate::engine::{
-    decide_sidecar, decide_sidecar_traced, Decision, Settings, SkipReason, ANNOTATION_INJECT,
-    ANNOTATION_INJECTED,
+    decide_sidecar_traced, Decision, Settings, SkipReason, ANNOTATION_INJECT, ANNOTATION_INJECTED,
 };
 
 /// Label the shipped webhook's namespaceSelector requires.
@@ -100,32 +100,6 @@ fn check(rule: &str, passed: bool, detail: String) -> Check {
         passed,
         detail,
     }
-}
-
-/// The pod as the webhook saw it at CREATE: without what injection added, so the current
-/// profile's plan can be compared with the marker.
-fn before_injection(pod: &Pod, settings: &Settings) -> Pod {
-    let mut p = pod.clone();
-    let marker = p
-        .metadata
-        .annotations
-        .as_mut()
-        .and_then(|a| a.remove(ANNOTATION_INJECTED));
-    let profile = marker
-        .as_deref()
-        .and_then(|m| m.split(',').find_map(|kv| kv.strip_prefix("profile=")))
-        .and_then(|name| settings.config.profiles.get(name));
-    if let (Some(profile), Some(spec)) = (profile, p.spec.as_mut()) {
-        let ours = profile.container_name();
-        spec.containers.retain(|c| c.name != ours);
-        if let Some(inits) = spec.init_containers.as_mut() {
-            inits.retain(|c| c.name != ours);
-        }
-        if let Some(vols) = spec.volumes.as_mut() {
-            vols.retain(|v| !profile.volumes.iter().any(|pv| pv.name == v.name));
-        }
-    }
-    p
 }
 
 fn marker_of(pod: &Pod) -> Option<&str> {
@@ -275,30 +249,33 @@ pub fn explain(f: &Facts, settings: &Settings) -> Report {
     // A live pod carrying the marker: is what it runs what the profile gives today?
     let marker = marker_of(&f.pod);
     let mut stale = false;
-    if let (true, Some(marker)) = (f.live, marker) {
-        let fresh = before_injection(&f.pod, settings);
-        match decide_sidecar(&fresh, &f.namespace, level, settings) {
-            Decision::Inject(plan) if plan.marker != marker => {
+    if f.live {
+        match freshness(&f.pod, &f.namespace, settings) {
+            Freshness::NotInjected => {}
+            Freshness::Current => checks.push(check(
+                "agent up to date",
+                true,
+                "matches the current profile".into(),
+            )),
+            Freshness::Outdated {
+                old,
+                new: Some(new),
+            } => {
                 stale = true;
                 checks.push(check(
                     "agent up to date",
                     false,
-                    format!("injected {marker}; the profile now gives {}", plan.marker),
+                    format!("injected {old}; the profile now gives {new}"),
                 ));
                 fix = Some(match &f.workload {
                     Some(w) => format!("kubectl -n {} rollout restart {w}", f.namespace),
                     None => "delete and re-create the pod to get the current Whisperer".into(),
                 });
             }
-            Decision::Inject(_) => checks.push(check(
-                "agent up to date",
-                true,
-                "matches the current profile".into(),
-            )),
-            Decision::Skip { reason, .. } => checks.push(check(
+            Freshness::Outdated { new: None, .. } => checks.push(check(
                 "agent up to date",
                 false,
-                format!("the current config would not inject it at all ({reason})"),
+                "the current config would not inject it at all".into(),
             )),
         }
     }

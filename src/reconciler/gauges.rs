@@ -6,6 +6,8 @@ use std::time::Duration;
 use super::context::Context;
 use super::crd::Phase;
 use super::metrics::WatchedKind;
+use crate::engine::stale::{freshness, Freshness};
+use crate::engine::ANNOTATION_INJECTED;
 
 /// Keeps the cache-size and phase gauges current.
 pub(super) async fn observe(ctx: Arc<Context>) {
@@ -31,5 +33,21 @@ pub(super) async fn observe(ctx: Arc<Context>) {
             }
         }
         m.phases(&counts);
+        let settings = ctx.settings.load();
+        let outdated = c
+            .pods
+            .filter(
+                |_| true,
+                |p| {
+                    p.annotation(ANNOTATION_INJECTED).is_some()
+                        && matches!(
+                            freshness(p, p.namespace(), &settings),
+                            Freshness::Outdated { .. }
+                        )
+                },
+            )
+            .len();
+        m.outdated_agents
+            .set(i64::try_from(outdated).unwrap_or(i64::MAX));
     }
 }

@@ -149,6 +149,8 @@ pub struct ReconcilerMetrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub watched: Family<WatchedLabels, Gauge>,
     pub backstop_uninjected: Gauge,
+    /// Injected pods whose marker differs from what their profile injects today.
+    pub outdated_agents: Gauge,
     pub leader: Gauge,
 }
 
@@ -162,6 +164,7 @@ impl Default for ReconcilerMetrics {
             errors: Family::default(),
             watched: Family::default(),
             backstop_uninjected: Gauge::default(),
+            outdated_agents: Gauge::default(),
             leader: Gauge::default(),
         }
     }
@@ -204,6 +207,11 @@ impl ReconcilerMetrics {
             "whisperer_backstop_uninjected_pods",
             "Opted-in pods in injection-enabled namespaces that lack the webhook's marker",
             m.backstop_uninjected.clone(),
+        );
+        registry.register(
+            "whisperer_outdated_agents",
+            "Injected pods whose Whisperer differs from what their profile injects now (roll them)",
+            m.outdated_agents.clone(),
         );
         registry.register(
             "whisperer_reconciler_leader",
