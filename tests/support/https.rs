@@ -230,6 +230,11 @@ pub fn serve_args(extra: &[&str]) -> whisperer_injector::cli::ServeArgs {
         "--reload-interval",
         "100ms",
     ];
+    // Never reach for ~/.kube/config from a test: a test that wants the namespace watch
+    // names its own control plane with --kubeconfig.
+    if !extra.contains(&"--pod-security-check") {
+        argv.extend(["--pod-security-check", "off"]);
+    }
     argv.extend_from_slice(extra);
     whisperer_injector::cli::ServeArgs::from_flags(argv).expect("flags parse")
 }

@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use whisperer_injector::app::Running;
-use whisperer_injector::cli::ServeArgs;
 
 use super::{poll_until, ControlPlane};
 
@@ -52,24 +51,9 @@ pub async fn start_and_register(cp: &ControlPlane, probe_ns: &str, extra: &[&str
     std::fs::write(p("tls.key"), &certs.key_pem).expect("write");
     std::fs::write(p("config.yaml"), PROFILES).expect("write");
     let (cert, key, config) = (p("tls.crt"), p("tls.key"), p("config.yaml"));
-    let mut argv = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--reconciler",
-        "off",
-        "--dns",
-        "off",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--config",
-        &config,
-    ];
+    let mut argv = vec!["--tls-cert", &cert, "--tls-key", &key, "--config", &config];
     argv.extend_from_slice(extra);
-    let args = ServeArgs::from_flags(argv).expect("flags");
+    let args = super::https::serve_args(&argv);
     let running = whisperer_injector::app::start(&args)
         .await
         .expect("webhook starts");
