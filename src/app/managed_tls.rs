@@ -11,7 +11,7 @@ use super::AppError;
 use crate::cli::ServeArgs;
 use crate::metrics::ReloadKind;
 use crate::reconciler::{self, Elector, LeaseConfig, LeaseHooks};
-use crate::tls::managed::{self, ManagedTls};
+use crate::tls::managed::{self, KeeperMetrics, ManagedTls};
 use crate::tls::pki::PkiPolicy;
 use crate::tls::SwappableCert;
 use crate::webhook::WebhookState;
@@ -85,6 +85,7 @@ pub(super) fn config(args: &ServeArgs, secret: &str) -> Result<ManagedTls, AppEr
 pub(super) fn start(
     args: &ServeArgs,
     cfg: ManagedTls,
+    metrics: KeeperMetrics,
     client: kube::Client,
     resolver: Arc<SwappableCert>,
     state: &Arc<WebhookState>,
@@ -110,7 +111,8 @@ pub(super) fn start(
     ));
     let opts = &args.reconciler_opts;
     if !opts.leader_election {
-        return tokio::spawn(managed::keep(client, cfg, stop));
+        metrics.leading.set(1);
+        return tokio::spawn(managed::keep(client, cfg, metrics, stop));
     }
     let lease = LeaseConfig {
         namespace: opts
@@ -126,12 +128,16 @@ pub(super) fn start(
         renew_deadline: opts.leader_election_renew_deadline,
         retry_period: opts.leader_election_retry_period,
     };
+    let gauge = metrics.leading.clone();
     let hooks = LeaseHooks {
+        // Lease failures are logged by the holder; the gauge shows who leads.
         on_error: Arc::new(|| {}),
-        leading: Arc::new(|on| tracing::info!(leading = on, "TLS keeper leadership")),
+        leading: Arc::new(move |on| {
+            gauge.set(i64::from(on));
+        }),
     };
     let elector = Elector::new(client.clone(), lease);
     tokio::spawn(reconciler::hold(elector, hooks, stop, move |rx| {
-        managed::keep(client.clone(), cfg.clone(), rx)
+        managed::keep(client.clone(), cfg.clone(), metrics.clone(), rx)
     }))
 }

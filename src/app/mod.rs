@@ -203,6 +203,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     // Every component registers its metrics before the registry is shared.
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::new(&mut registry);
+    let keeper_metrics = managed
+        .as_ref()
+        .map(|_| crate::tls::managed::KeeperMetrics::new(&mut registry));
     let client = cluster_client(args).await?;
     if let Some(client) = &client {
         let version = server_version(client).await;
@@ -273,10 +276,11 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         state.metrics.cert_expiry.set(t);
     }
     let (tx, rx) = watch::channel(false);
-    let tls_keeper = match (managed, &client) {
-        (Some(cfg), Some(client)) => Some(managed_tls::start(
+    let tls_keeper = match (managed.zip(keeper_metrics), &client) {
+        (Some((cfg, keeper_metrics)), Some(client)) => Some(managed_tls::start(
             args,
             cfg,
+            keeper_metrics,
             client.clone(),
             resolver.clone(),
             &state,

@@ -20,10 +20,58 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::pki::{self, Pki, PkiPolicy, Step};
 use super::{LoadedCert, SwappableCert};
+
+/// What the keeper did, per replica: only the leader's counters move.
+#[derive(Clone, Default)]
+pub struct KeeperMetrics {
+    pub writes: Family<WriteLabels, Counter>,
+    pub leading: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub step: WriteStep,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum WriteStep {
+    create,
+    roll_ca,
+    issue_serving,
+    drop_old_ca,
+    ca_bundle,
+}
+
+impl KeeperMetrics {
+    pub fn new(registry: &mut Registry) -> KeeperMetrics {
+        let m = KeeperMetrics::default();
+        registry.register(
+            "whisperer_tls_writes",
+            "Writes of the self-managed TLS Secret (by step) and of the caBundle, by this replica",
+            m.writes.clone(),
+        );
+        registry.register(
+            "whisperer_tls_keeper_leader",
+            "1 while this replica holds the TLS keeper's Lease",
+            m.leading.clone(),
+        );
+        m
+    }
+
+    fn wrote(&self, step: WriteStep) {
+        self.writes.get_or_create(&WriteLabels { step }).inc();
+    }
+}
 
 /// Where the self-managed PKI lives and what it must cover.
 #[derive(Debug, Clone)]
@@ -123,11 +171,16 @@ enum KeepError {
 }
 
 /// The leader: keeps the Secret and the caBundle right until `stop`.
-pub async fn keep(client: Client, cfg: ManagedTls, mut stop: watch::Receiver<bool>) {
+pub async fn keep(
+    client: Client,
+    cfg: ManagedTls,
+    metrics: KeeperMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(client);
     loop {
-        let wait = match keep_once(&secrets, &hooks, &cfg).await {
+        let wait = match keep_once(&secrets, &hooks, &cfg, &metrics).await {
             Ok(wait) => wait,
             Err(e) => {
                 tracing::warn!(error = %e, secret = %cfg.secret, "cannot keep the TLS Secret; retrying");
@@ -146,6 +199,7 @@ async fn keep_once(
     secrets: &Api<Secret>,
     hooks: &Api<MutatingWebhookConfiguration>,
     cfg: &ManagedTls,
+    metrics: &KeeperMetrics,
 ) -> Result<Duration, KeepError> {
     let current = secrets.get_opt(&cfg.secret).await?;
     if let Some(t) = current.as_ref().and_then(|s| s.type_.as_deref()) {
@@ -192,7 +246,14 @@ async fn keep_once(
         }
     }
     let data = pki::apply(&step, base, &cfg.policy, now)?;
-    write(secrets, cfg, current, data).await?;
+    if write(secrets, cfg, current, data).await? {
+        metrics.wrote(match step {
+            Step::Create(_) => WriteStep::create,
+            Step::RollCa => WriteStep::roll_ca,
+            Step::IssueLeaf(_) => WriteStep::issue_serving,
+            Step::DropOldCas | Step::Wait(_) => WriteStep::drop_old_ca,
+        });
+    }
     // Straight on: the next pass publishes what was written.
     Ok(Duration::ZERO)
 }
@@ -202,7 +263,7 @@ async fn write(
     cfg: &ManagedTls,
     current: Option<Secret>,
     data: BTreeMap<String, Vec<u8>>,
-) -> Result<(), KeepError> {
+) -> Result<bool, KeepError> {
     let data = data.into_iter().map(|(k, v)| (k, ByteString(v))).collect();
     let result = match current {
         Some(mut s) => {
@@ -231,9 +292,9 @@ async fn write(
         }
     };
     match result {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // Someone else wrote first: the next pass reads what they wrote.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
