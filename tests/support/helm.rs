@@ -92,9 +92,11 @@ pub fn yaml_documents(what: &str, text: &str) -> Vec<serde_yaml::Value> {
 /// with these values files and `--set` pairs, as documents.
 pub fn template(values: &[&Path], set: &[&str]) -> Vec<serde_yaml::Value> {
     let mut cmd = Command::new(helm());
-    cmd.args(["template", "whisperer"])
-        .arg(repo(CHART))
-        .args(["--namespace", NAMESPACE, "--include-crds"]);
+    cmd.args(["template", "whisperer"]).arg(repo(CHART)).args([
+        "--namespace",
+        NAMESPACE,
+        "--include-crds",
+    ]);
     for v in values {
         cmd.arg("--values").arg(v);
     }

@@ -16,6 +16,7 @@ pub mod certs;
 pub mod controlplane;
 pub mod crd;
 pub mod dns;
+pub mod helm;
 pub mod https;
 pub mod impersonate;
 pub mod injector;
