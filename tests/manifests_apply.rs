@@ -9,10 +9,14 @@ mod support;
 use kube::api::{Api, Patch, PatchParams};
 use kube::discovery::Discovery;
 use support::helm::{deployment_args, find, kustomize_build, kustomize_with_component, object_key};
+use support::impersonate::{self, Subject};
 use support::manifests::{accept_all, apply_document, discovery_for, kustomized_documents, repo};
-use support::ControlPlane;
+use support::{poll_until, ControlPlane};
+
+use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
 
 fn kinds(docs: &[serde_yaml::Value]) -> Vec<String> {
     docs.iter().map(object_key).collect()
@@ -112,15 +116,24 @@ fn self_managed_tls_rights_are_scoped_to_its_own_objects() {
             .map(|v| v.as_str().expect("verb").to_string())
             .collect()
     };
-    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules.len(), 3, "{rules:?}");
     for r in rules {
+        if r["resources"] == serde_yaml::Value::from(vec!["leases"]) {
+            // The keeper's Lease; its create is the leader-election Role's.
+            assert_eq!(
+                r["resourceNames"],
+                serde_yaml::Value::from(vec!["whisperer-injector-tls"])
+            );
+            assert_eq!(verbs(r), ["get", "update"]);
+            continue;
+        }
         assert_eq!(r["resources"], serde_yaml::Value::from(vec!["secrets"]));
         if r.get("resourceNames").is_some() {
             assert_eq!(
                 r["resourceNames"],
                 serde_yaml::Value::from(vec!["whisperer-injector-tls"])
             );
-            assert_eq!(verbs(r), ["get", "list", "watch", "update", "patch"]);
+            assert_eq!(verbs(r), ["get", "list", "watch", "update"]);
         } else {
             assert_eq!(verbs(r), ["create"], "only create may be unscoped");
         }
@@ -136,7 +149,7 @@ fn self_managed_tls_rights_are_scoped_to_its_own_objects() {
         rules[0]["resourceNames"],
         serde_yaml::Value::from(vec!["whisperer-injector"])
     );
-    assert_eq!(verbs(&rules[0]), ["get", "list", "watch", "patch"]);
+    assert_eq!(verbs(&rules[0]), ["get", "patch"]);
     for (kind, name) in [
         ("RoleBinding", "whisperer-injector-tls"),
         ("ClusterRoleBinding", "whisperer-injector-webhook-ca"),
@@ -166,15 +179,15 @@ async fn reapplying_the_webhook_configuration_keeps_the_injected_ca_bundle() {
     ))
     .expect("certs");
     let bundle = certs_gen::ca_bundle_b64(&ca.ca_cert_pem);
-    let patch = serde_json::json!({"webhooks": [
-        {"name": "inject.whisperer.dev", "clientConfig": {"caBundle": bundle}},
-        {"name": "requester.whisperer.dev", "clientConfig": {"caBundle": bundle}},
-    ]});
-    // What the injector's leader sends: a strategic merge patch (webhooks merge by name).
+    let patch = serde_json::json!([
+        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle},
+        {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": bundle},
+    ]);
+    // What the keeper sends (publish, src/tls/managed.rs): a JSON patch, by index.
     api.patch(
         "whisperer-injector",
         &PatchParams::default(),
-        &Patch::Strategic(&patch),
+        &Patch::Json::<()>(serde_json::from_value(patch).expect("JSON patch")),
     )
     .await
     .expect("the injector's caBundle patch");
@@ -317,4 +330,75 @@ async fn tls_components_are_accepted_by_the_api_server() {
             ),
         }
     }
+}
+
+/// The shipped RBAC is all self-managed TLS needs: `serve --tls-secret` as the injector's
+/// ServiceAccount, bound by manifests/ only (leader election on the keeper's own Lease
+/// included), creates the Secret and writes the caBundle of the shipped webhook
+/// configuration into both webhooks.
+#[tokio::test]
+async fn shipped_rbac_lets_the_injector_keep_its_tls() {
+    let cp = ControlPlane::start().await;
+    let client = cp.client();
+    let docs = kustomize_build(&repo("manifests"));
+    let real: Vec<serde_yaml::Value> = docs
+        .iter()
+        .filter(|d| {
+            [
+                "Namespace",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "MutatingWebhookConfiguration",
+            ]
+            .iter()
+            .any(|k| d["kind"] == *k)
+        })
+        .cloned()
+        .collect();
+    let discovery = discovery_for(&client, &real).await;
+    for d in &real {
+        apply_document(&discovery, &client, "kustomize build manifests", d, false).await;
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = Subject::service_account("whisperer-system", "whisperer-injector");
+    let kubeconfig = impersonate::kubeconfig_as(&cp, &account, dir.path());
+    let kubeconfig = kubeconfig.display().to_string();
+    let running = whisperer_injector::app::start(&support::https::serve_args(&[
+        "--tls-secret",
+        "whisperer-injector-tls",
+        "--webhook-config",
+        "whisperer-injector",
+        "--namespace",
+        "whisperer-system",
+        "--kubeconfig",
+        &kubeconfig,
+    ]))
+    .await
+    .expect("serve --tls-secret starts as the injector's ServiceAccount");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "whisperer-system");
+    let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let ca = poll_until(
+        Duration::from_secs(30),
+        "the Secret and both caBundles written by the injector's own account",
+        || {
+            let (secrets, hooks) = (secrets.clone(), hooks.clone());
+            async move {
+                let s = secrets.get_opt("whisperer-injector-tls").await.ok()??;
+                let ca = s.data?.get("ca.crt")?.0.clone();
+                let mwc = hooks.get("whisperer-injector").await.ok()?;
+                mwc.webhooks?
+                    .iter()
+                    .all(|w| w.client_config.ca_bundle.as_ref().map(|b| &b.0) == Some(&ca))
+                    .then_some(ca)
+            }
+        },
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE"));
+    running.shutdown().await;
 }
