@@ -12,7 +12,8 @@ use std::process::Command;
 
 use serde_json::Value as Json;
 use support::helm::{
-    deployment_args, find, helm, kustomize_build, object_key, run, template, template_error, CHART,
+    deployment_args, find, helm, kustomize_build, object_key, parsed_serve_args, run, template,
+    template_error, CHART,
 };
 use support::manifests::{accept_all, repo};
 use support::ControlPlane;
@@ -249,6 +250,11 @@ async fn default_chart_is_accepted_by_the_api_server() {
     let cp = ControlPlane::start().await;
     let docs = template(&[], &[]);
     rendered_config(&docs, "helm template (defaults)");
+    let (_, serve) = parsed_serve_args(&docs, "helm template (defaults)");
+    assert_eq!(
+        serve.managed_tls.tls_secret.as_deref(),
+        Some("whisperer-injector-tls")
+    );
     let accepted = accept_all(&cp.client(), "helm template (defaults)", &docs).await;
     assert_eq!(
         accepted,
@@ -293,6 +299,10 @@ async fn chart_with_every_option_is_accepted_by_the_api_server() {
         assert_eq!(cfg.default_profile, "quiet", "{what}");
         accept_all(&client, &what, &docs).await;
 
+        let (cli, serve) = parsed_serve_args(&docs, &what);
+        assert!(serve.inject_by_default, "{what}");
+        assert_eq!(cli.log, "debug,kube=info", "{what}");
+        assert!(cli.log_json, "{what}");
         let args = deployment_args(&docs);
         let has = |a: &str| args.iter().any(|x| x == a);
         for a in [
@@ -369,6 +379,11 @@ async fn chart_with_every_option_is_accepted_by_the_api_server() {
             .collect();
         match mode {
             "selfManaged" => {
+                assert_eq!(
+                    serve.managed_tls.tls_cert_lifetime,
+                    std::time::Duration::from_secs(30 * 86400),
+                    "{what}"
+                );
                 assert!(
                     has("--tls-secret=whisperer-injector-tls")
                         && has("--tls-cert-lifetime=30d")

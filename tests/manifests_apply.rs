@@ -8,7 +8,9 @@ mod support;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::discovery::Discovery;
-use support::helm::{deployment_args, find, kustomize_build, kustomize_with_component, object_key};
+use support::helm::{
+    deployment_args, find, kustomize_build, kustomize_with_component, object_key, parsed_serve_args,
+};
 use support::impersonate::{self, Subject};
 use support::manifests::{accept_all, apply_document, discovery_for, kustomized_documents, repo};
 use support::{poll_until, ControlPlane};
@@ -49,6 +51,12 @@ async fn manifests_are_accepted_by_the_api_server() {
     );
 
     // Self-managed TLS: no certificate to mount, no caBundle to overwrite.
+    let (_, serve) = parsed_serve_args(&docs, "kustomize build manifests");
+    assert_eq!(
+        serve.managed_tls.tls_secret.as_deref(),
+        Some("whisperer-injector-tls")
+    );
+    assert_eq!(serve.managed_tls.webhook_config, "whisperer-injector");
     let args = deployment_args(&docs);
     assert!(
         args.contains(&"--tls-secret=whisperer-injector-tls".to_string()),
@@ -249,6 +257,11 @@ async fn tls_components_are_accepted_by_the_api_server() {
     for component in ["cert-manager", "provided-tls"] {
         let docs = kustomize_with_component(component);
         let what = format!("manifests + manifests/{component}");
+        let (_, serve) = parsed_serve_args(&docs, &what);
+        assert!(
+            serve.managed_tls.tls_secret.is_none() && serve.tls_cert.is_some(),
+            "{what}"
+        );
         let args = deployment_args(&docs);
         assert!(
             args.contains(&"--tls-cert=/etc/whisperer/tls/tls.crt".to_string()),

@@ -186,3 +186,36 @@ pub fn deployment_args(docs: &[serde_yaml::Value]) -> Vec<String> {
         .map(|a| a.as_str().expect("string arg").to_string())
         .collect()
 }
+
+/// The Deployment's arguments parsed by the injector's own CLI parser, as the container
+/// runs them (the image's entrypoint is the binary; `$(POD_NAMESPACE)` expanded as the kubelet
+/// does): the whole command line, and its `serve` arguments. A panic naming `what` and clap's
+/// message when the manifest passes something `whisperer-injector` does not take.
+pub fn parsed_serve_args(
+    docs: &[serde_yaml::Value],
+    what: &str,
+) -> (
+    whisperer_injector::cli::Cli,
+    whisperer_injector::cli::ServeArgs,
+) {
+    use clap::Parser;
+    let args = deployment_args(docs);
+    let namespace = find(docs, "Deployment", "whisperer-injector")["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(NAMESPACE)
+        .to_string();
+    let argv = std::iter::once("whisperer-injector".to_string()).chain(
+        args.iter()
+            .map(|a| a.replace("$(POD_NAMESPACE)", &namespace)),
+    );
+    let cli = whisperer_injector::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| {
+        panic!("{what}: whisperer-injector refuses the Deployment's arguments {args:?}:\n{e}")
+    });
+    match &cli.command {
+        whisperer_injector::cli::Command::Serve(serve) => {
+            let serve = serve.clone();
+            (cli, serve)
+        }
+        _ => panic!("{what}: the Deployment does not run serve: {args:?}"),
+    }
+}
