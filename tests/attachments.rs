@@ -192,6 +192,10 @@ fn crd_manifest_matches_the_rust_types() {
     let generated = crd_yaml().expect("render CRD");
     if std::env::var_os("WHISPERER_REGENERATE").is_some() {
         std::fs::write(&path, &generated).expect("write manifests/crd-attachments.yaml");
+        // The Helm chart's copy (tests/chart.rs checks they are identical).
+        let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("charts/whisperer-injector/crds/crd-attachments.yaml");
+        std::fs::write(&chart, &generated).expect("write the chart's CRD");
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
