@@ -41,25 +41,26 @@ pub async fn config(opts: &ClientOptions<'_>) -> Result<kube::Config, ClientErro
         context: opts.context.map(str::to_string),
         ..Default::default()
     };
-    let mut config = match opts.kubeconfig {
-        Some(path) => {
-            let bad = |source| ClientError::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            };
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
-            kube::Config::from_custom_kubeconfig(kc, &kc_opts)
+    let mut config =
+        match opts.kubeconfig {
+            Some(path) => {
+                let bad = |source| ClientError::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
+                kube::Config::from_custom_kubeconfig(kc, &kc_opts)
+                    .await
+                    .map_err(bad)?
+            }
+            None if opts.context.is_some() => kube::Config::from_kubeconfig(&kc_opts)
                 .await
-                .map_err(bad)?
-        }
-        None if opts.context.is_some() => kube::Config::from_kubeconfig(&kc_opts)
-            .await
-            .map_err(|source| ClientError::Kubeconfig {
-                path: "$KUBECONFIG or ~/.kube/config".into(),
-                source,
-            })?,
-        None => kube::Config::infer().await?,
-    };
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: "$KUBECONFIG or ~/.kube/config".into(),
+                    source,
+                })?,
+            None => kube::Config::infer().await?,
+        };
     if let Some(user) = opts.impersonate {
         config.auth_info.impersonate = Some(user.to_string());
     }

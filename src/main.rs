@@ -79,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The plugin's exit codes: 0 done, 1 error (the message on stderr), 2 incomplete (attach
+/// The plugin's exit codes: 0 done, 1 error (the message on stderr), 2 usage (clap), 3 incomplete (attach
 /// timed out or pods were refused, log streams unavailable).
 fn plugin(args: whisperer_injector::plugin::WhisperArgs) -> i32 {
     // Quiet unless asked: the plugin's output is for people and scripts, not log collectors.
@@ -104,7 +104,7 @@ async fn plugin_in(args: whisperer_injector::plugin::WhisperArgs) -> i32 {
     use whisperer_injector::plugin::Outcome;
     match whisperer_injector::plugin::run(args).await {
         Ok(Outcome::Ok) => 0,
-        Ok(Outcome::Incomplete) => 2,
+        Ok(Outcome::Incomplete) => 3,
         Err(e) => {
             eprintln!("error: {e}");
             1

@@ -19,7 +19,10 @@ pub enum OurContainer {
     /// Injected by the webhook (regular or native-sidecar init container).
     Sidecar { name: String, profile: String },
     /// Attached at runtime by the Attachment whose uid the container carries.
-    Attached { name: String, attachment_uid: String },
+    Attached {
+        name: String,
+        attachment_uid: String,
+    },
 }
 
 impl OurContainer {
@@ -39,10 +42,7 @@ pub fn whisperer_containers(
     attachment_uids: Option<&HashSet<String>>,
 ) -> Vec<OurContainer> {
     let mut out = Vec::new();
-    if let Some(profile_name) = pod
-        .annotation(ANNOTATION_INJECTED)
-        .and_then(marker_profile)
-    {
+    if let Some(profile_name) = pod.annotation(ANNOTATION_INJECTED).and_then(marker_profile) {
         if let Some(profile) = config.profiles.get(profile_name) {
             if has_sidecar(pod, profile_name, profile) {
                 out.push(OurContainer::Sidecar {

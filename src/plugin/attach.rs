@@ -60,13 +60,24 @@ impl AttachArgs {
 enum Progress {
     /// The reconciler has not written a status for this generation yet.
     Unseen,
-    Waiting { attached: i32, selected: i32 },
+    Waiting {
+        attached: i32,
+        selected: i32,
+    },
     /// Every selected pod is attached (or left alone on purpose: Skipped).
-    Done { attached: i32, selected: i32 },
+    Done {
+        attached: i32,
+        selected: i32,
+    },
     /// Every selected pod is settled and at least one was refused or failed.
-    Refused { attached: i32, selected: i32 },
+    Refused {
+        attached: i32,
+        selected: i32,
+    },
     /// The Attachment as a whole failed (policy, unknown profile ...).
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 fn progress(a: &Attachment) -> Progress {
@@ -96,7 +107,8 @@ fn progress(a: &Attachment) -> Progress {
     }
     let listed = i32::try_from(st.pods.len()).unwrap_or(i32::MAX) + st.omitted_pods;
     let settled = |s: PodState| !matches!(s, PodState::Pending);
-    let all_settled = selected > 0 && listed >= selected && st.pods.iter().all(|e| settled(e.state));
+    let all_settled =
+        selected > 0 && listed >= selected && st.pods.iter().all(|e| settled(e.state));
     let refused = st
         .pods
         .iter()
@@ -145,7 +157,9 @@ impl Printer {
             } else {
                 0
             };
-            let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
+            let bar: String = (0..WIDTH)
+                .map(|i| if i < filled { '#' } else { '-' })
+                .collect();
             let _ = write!(out, "\r\x1b[2K[{bar}] attached {attached}/{selected}");
             self.bar_drawn = true;
         } else {
@@ -219,7 +233,9 @@ pub async fn run(s: &Session, args: &AttachArgs) -> Result<Outcome, PluginError>
     let created = api
         .create(&PostParams::default(), &object)
         .await
-        .map_err(kube_err(format!("cannot create an Attachment for {shown} in namespace {ns}")))?;
+        .map_err(kube_err(format!(
+            "cannot create an Attachment for {shown} in namespace {ns}"
+        )))?;
     let att_name = created.metadata.name.clone().unwrap_or_default();
     let json = args.output == output::Format::Json;
     if !json {
@@ -260,7 +276,12 @@ pub async fn run(s: &Session, args: &AttachArgs) -> Result<Outcome, PluginError>
     let end = loop {
         let next = tokio::time::timeout_at(deadline, events.next()).await;
         let a = match next {
-            Err(_) => break Progress::Waiting { attached: -1, selected: -1 },
+            Err(_) => {
+                break Progress::Waiting {
+                    attached: -1,
+                    selected: -1,
+                }
+            }
             Ok(None) => {
                 return Err(PluginError::Usage(format!(
                     "the watch on attachment {ns}/{att_name} ended"
@@ -360,13 +381,16 @@ mod tests {
     use crate::reconciler::{AttachmentStatus, PodAttachment};
 
     fn att(pods: &[(&str, PodState)], selected: i32, phase: Phase) -> Attachment {
-        let mut a = Attachment::new("a", AttachmentSpec {
-            target: None,
-            selector: None,
-            profile: None,
-            container: None,
-            ttl: None,
-        });
+        let mut a = Attachment::new(
+            "a",
+            AttachmentSpec {
+                target: None,
+                selector: None,
+                profile: None,
+                container: None,
+                ttl: None,
+            },
+        );
         a.metadata.generation = Some(1);
         a.status = Some(AttachmentStatus {
             phase: Some(phase),
@@ -395,14 +419,42 @@ mod tests {
     fn progress_follows_the_status() {
         use PodState::*;
         let p = progress(&att(&[("a", Attached), ("b", Pending)], 2, Phase::Attached));
-        assert_eq!(p, Progress::Waiting { attached: 1, selected: 2 });
-        let p = progress(&att(&[("a", Attached), ("b", Attached)], 2, Phase::Attached));
-        assert_eq!(p, Progress::Done { attached: 2, selected: 2 });
+        assert_eq!(
+            p,
+            Progress::Waiting {
+                attached: 1,
+                selected: 2
+            }
+        );
+        let p = progress(&att(
+            &[("a", Attached), ("b", Attached)],
+            2,
+            Phase::Attached,
+        ));
+        assert_eq!(
+            p,
+            Progress::Done {
+                attached: 2,
+                selected: 2
+            }
+        );
         let p = progress(&att(&[("a", Attached), ("b", Refused)], 2, Phase::Attached));
-        assert_eq!(p, Progress::Refused { attached: 1, selected: 2 });
+        assert_eq!(
+            p,
+            Progress::Refused {
+                attached: 1,
+                selected: 2
+            }
+        );
         // Not every selected pod listed yet.
         let p = progress(&att(&[("a", Attached)], 3, Phase::Attached));
-        assert_eq!(p, Progress::Waiting { attached: 1, selected: 3 });
+        assert_eq!(
+            p,
+            Progress::Waiting {
+                attached: 1,
+                selected: 3
+            }
+        );
         let mut stale = att(&[("a", Attached)], 1, Phase::Attached);
         stale.metadata.generation = Some(2);
         assert_eq!(progress(&stale), Progress::Unseen);

@@ -69,11 +69,12 @@ pub async fn sources(s: &Session, args: &LogsArgs) -> Result<(Vec<Source>, usize
     }
     // Attached Whisperers carry their Attachment's uid; when the user may list Attachments,
     // only those of live Attachments count.
-    let uids: Option<HashSet<String>> = Api::<Attachment>::namespaced(s.client.clone(), &s.namespace)
-        .list(&ListParams::default())
-        .await
-        .ok()
-        .map(|l| l.items.into_iter().filter_map(|a| a.metadata.uid).collect());
+    let uids: Option<HashSet<String>> =
+        Api::<Attachment>::namespaced(s.client.clone(), &s.namespace)
+            .list(&ListParams::default())
+            .await
+            .ok()
+            .map(|l| l.items.into_iter().filter_map(|a| a.metadata.uid).collect());
     let pods = target::pods(&s.client, &s.namespace, kind, &name).await?;
     let mut out = Vec::new();
     for p in &pods {

@@ -37,7 +37,11 @@ pub fn row(a: &Attachment) -> AttachmentRow {
 }
 
 /// The table `ls` prints (NAMESPACE only with `-A`).
-pub fn render(rows: &[AttachmentRow], all_namespaces: bool, now: k8s_openapi::jiff::Timestamp) -> String {
+pub fn render(
+    rows: &[AttachmentRow],
+    all_namespaces: bool,
+    now: k8s_openapi::jiff::Timestamp,
+) -> String {
     let mut header = vec!["NAME"];
     if all_namespaces {
         header.push("NAMESPACE");
@@ -99,7 +103,11 @@ pub async fn run(s: &Session, args: &LsArgs) -> Result<Outcome, PluginError> {
         }
         Format::Text => print!(
             "{}",
-            render(&rows, args.all_namespaces, k8s_openapi::jiff::Timestamp::now())
+            render(
+                &rows,
+                args.all_namespaces,
+                k8s_openapi::jiff::Timestamp::now()
+            )
         ),
     }
     Ok(Outcome::Ok)

@@ -100,7 +100,8 @@ impl GlobalArgs {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = kube::Client::try_from(config).map_err(crate::kubeclient::ClientError::from)?;
+        let client =
+            kube::Client::try_from(config).map_err(crate::kubeclient::ClientError::from)?;
         Ok(Session { client, namespace })
     }
 }
@@ -110,7 +111,7 @@ impl GlobalArgs {
 pub enum Outcome {
     Ok,
     /// The command ran but what it waited for did not happen (attach timed out, pods refused,
-    /// log streams unavailable): exit code 2.
+    /// log streams unavailable): exit code 3 (2 is a usage error).
     Incomplete,
 }
 

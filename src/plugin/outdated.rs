@@ -66,7 +66,11 @@ pub fn render(list: &OutdatedList, all_namespaces: bool) -> String {
             "No outdated Whisperers ({} injected pod{} checked{}).\n",
             list.checked_pods,
             if list.checked_pods == 1 { "" } else { "s" },
-            if all_namespaces { " in every namespace" } else { "" }
+            if all_namespaces {
+                " in every namespace"
+            } else {
+                ""
+            }
         );
     }
     let rows: Vec<Vec<String>> = list
@@ -160,7 +164,9 @@ pub async fn run(s: &Session, args: &OutdatedArgs) -> Result<Outcome, PluginErro
             new,
         });
     }
-    items.sort_by(|a, b| (&a.namespace, &a.workload, &a.pod).cmp(&(&b.namespace, &b.workload, &b.pod)));
+    items.sort_by(|a, b| {
+        (&a.namespace, &a.workload, &a.pod).cmp(&(&b.namespace, &b.workload, &b.pod))
+    });
     let commands: Vec<String> = items
         .iter()
         .map(roll_command)
@@ -208,6 +214,9 @@ mod tests {
         };
         let text = render(&list, false);
         assert!(text.contains("aaaaaaaaaaaaaaaa→bbbbbbbbbbbbbbbb"), "{text}");
-        assert!(text.contains("  kubectl rollout restart deployment/web -n shop\n"), "{text}");
+        assert!(
+            text.contains("  kubectl rollout restart deployment/web -n shop\n"),
+            "{text}"
+        );
     }
 }

@@ -179,7 +179,10 @@ mod tests {
     fn tables_align() {
         let t = table(
             &["NAME", "PHASE"],
-            &[vec!["a".into(), "Attached".into()], vec!["longer".into(), "-".into()]],
+            &[
+                vec!["a".into(), "Attached".into()],
+                vec!["longer".into(), "-".into()],
+            ],
         );
         assert_eq!(t, "NAME     PHASE\na        Attached\nlonger   -\n");
     }

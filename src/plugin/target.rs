@@ -109,12 +109,16 @@ pub async fn pods(
             )))
         }
     };
-    let selector = kube::core::Selector::try_from(selector)
-        .map_err(|e| PluginError::Usage(format!("{}: invalid selector: {e}", display(kind, name))))?;
+    let selector = kube::core::Selector::try_from(selector).map_err(|e| {
+        PluginError::Usage(format!("{}: invalid selector: {e}", display(kind, name)))
+    })?;
     let mut pods: Vec<Pod> = api
         .list(&ListParams::default().labels_from(&selector))
         .await
-        .map_err(kube_err(format!("cannot list the pods of {}", display(kind, name))))?
+        .map_err(kube_err(format!(
+            "cannot list the pods of {}",
+            display(kind, name)
+        )))?
         .items
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
