@@ -111,6 +111,8 @@ async fn attach_waits_for_every_replica_then_ls_logs_and_detach() {
             &ns,
             "--name",
             "cap",
+            "--ttl",
+            "30m",
             "--timeout",
             "60s",
         ])
@@ -186,19 +188,16 @@ async fn attach_waits_for_every_replica_then_ls_logs_and_detach() {
         lines[0].split_whitespace().collect::<Vec<_>>(),
         ["NAME", "TARGET", "PHASE", "PODS", "EXPIRES", "PROFILE"]
     );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
-        lines[1].split_whitespace().collect::<Vec<_>>(),
-        // The default profile's maxTtl (24h) from creation, a few seconds ago.
-        [
-            "cap",
-            "Deployment/web",
-            "Attached",
-            "3/3",
-            "in",
-            "23h",
-            "(default)"
-        ]
+        row[..5],
+        ["cap", "Deployment/web", "Attached", "3/3", "in"],
+        "{}",
+        out.stdout
     );
+    // --ttl 30m from creation, a few seconds ago (RFC 3339 has whole seconds).
+    assert!(["29m", "30m"].contains(&row[5]), "{}", out.stdout);
+    assert_eq!(row[6..], ["(default)"]);
     assert_eq!(lines.len(), 2, "{}", out.stdout);
     let out = plugin.whisper(&["ls", "-A"]).await;
     out.expect_code(0);
@@ -665,9 +664,59 @@ async fn bad_targets_are_named() {
         out.stderr
     );
     let out = plugin.whisper(&["detach"]).await;
-    assert_eq!(out.code, 2, "clap usage error: {}", out.stderr);
-    assert!(out.stderr.contains("--all"), "{}", out.stderr);
+    out.expect_code(1);
+    assert!(out.stderr.contains("or give --all"), "{}", out.stderr);
+    // clap's usage errors keep their own exit code, 2.
+    let out = plugin.whisper(&["detach", "x", "--all"]).await;
+    out.expect_code(2);
     let out = plugin.whisper(&["ls", "--context", "nope"]).await;
     out.expect_code(1);
     assert!(out.stderr.contains("nope"), "{}", out.stderr);
+}
+
+/// The krew manifest installs this binary as `kubectl-whisper` on the four platforms.
+#[test]
+fn krew_manifest_covers_every_platform() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/krew/whisper.yaml"
+    ))
+    .expect("docs/krew/whisper.yaml");
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    assert_eq!(
+        v["apiVersion"].as_str(),
+        Some("krew.googlecontainertools.github.com/v1alpha2")
+    );
+    assert_eq!(v["kind"].as_str(), Some("Plugin"));
+    // kubectl runs `kubectl-<metadata.name>` for `kubectl whisper`.
+    assert_eq!(v["metadata"]["name"].as_str(), Some("whisper"));
+    let mut seen = Vec::new();
+    for p in v["spec"]["platforms"].as_sequence().expect("platforms") {
+        let labels = &p["selector"]["matchLabels"];
+        let (os, arch) = (
+            labels["os"].as_str().expect("os"),
+            labels["arch"].as_str().expect("arch"),
+        );
+        assert_eq!(p["bin"].as_str(), Some("kubectl-whisper"), "{os}/{arch}");
+        assert!(
+            p["files"]
+                .as_sequence()
+                .expect("files")
+                .iter()
+                .any(|f| f["from"].as_str() == Some("kubectl-whisper")),
+            "{os}/{arch}"
+        );
+        let uri = p["uri"].as_str().expect("uri");
+        assert!(
+            uri.ends_with(&format!("kubectl-whisper_{os}_{arch}.tar.gz")),
+            "{uri}"
+        );
+        assert_eq!(p["sha256"].as_str().map(str::len), Some(64), "{os}/{arch}");
+        seen.push(format!("{os}/{arch}"));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["darwin/amd64", "darwin/arm64", "linux/amd64", "linux/arm64"]
+    );
 }

@@ -12,7 +12,7 @@ use crate::reconciler::Attachment;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetachArgs {
     /// Attachments to delete.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required = false, conflicts_with = "all")]
     pub names: Vec<String>,
     /// Delete every Attachment of the namespace.
     #[arg(long)]
@@ -20,6 +20,11 @@ pub struct DetachArgs {
 }
 
 pub async fn run(s: &Session, args: &DetachArgs) -> Result<Outcome, PluginError> {
+    if args.names.is_empty() && !args.all {
+        return Err(PluginError::Usage(
+            "name the Attachments to detach (kubectl whisper ls lists them), or give --all".into(),
+        ));
+    }
     let api = Api::<Attachment>::namespaced(s.client.clone(), &s.namespace);
     let names = if args.all {
         let list = api
