@@ -520,7 +520,7 @@ async fn check_inject_outdated_logs_and_rbac() {
         .as_array()
         .expect("commands")
         .iter()
-        .any(|c| c == &format!("kubectl rollout restart deployment/web -n {on}").as_str()));
+        .any(|c| c.as_str() == Some(format!("kubectl rollout restart deployment/web -n {on}").as_str())));
 
     // logs: the webhook's sidecar is ours; an unscheduled pod has no log yet (the stream just
     // ends); a pod without a Whisperer is an error that says how to attach one.

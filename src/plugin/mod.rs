@@ -45,6 +45,7 @@ pub struct WhisperArgs {
 
 /// kubectl's own connection flags.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster options (as kubectl's)")]
 pub struct GlobalArgs {
     /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long, global = true)]

@@ -43,8 +43,9 @@ impl PluginDir {
     pub fn new(kubeconfig: &Path) -> PluginDir {
         let dir = tempfile::tempdir().expect("tempdir");
         // Set for integration tests and benches only (examples share this module too).
-        let binary = option_env!("CARGO_BIN_EXE_whisperer-injector")
-            .expect("the plugin runs from integration tests (CARGO_BIN_EXE_whisperer-injector)");
+        let Some(binary) = option_env!("CARGO_BIN_EXE_whisperer-injector") else {
+            panic!("the plugin runs from integration tests (CARGO_BIN_EXE_whisperer-injector)")
+        };
         std::os::unix::fs::symlink(binary, dir.path().join("kubectl-whisper"))
             .expect("symlink kubectl-whisper");
         PluginDir {
