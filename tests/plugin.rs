@@ -290,6 +290,30 @@ async fn attach_waits_for_every_replica_then_ls_logs_and_detach() {
         out.stderr
     );
 
+    // On a terminal the progress is one bar redrawn in place.
+    create(&client, &ns, &deployment("api", 2)).await;
+    running_pods(&client, &ns, "api", 2).await;
+    let out = plugin
+        .whisper_on_tty(&[
+            "attach",
+            "deploy/api",
+            "-n",
+            &ns,
+            "--name",
+            "tty",
+            "--timeout",
+            "60s",
+        ])
+        .await;
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains("\r\x1b[2K[##############################] attached 2/2"),
+        "{:?}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("\nattached "), "{:?}", out.stdout);
+
     // detach NAME, then --all (no confirmation, like kubectl delete --all).
     let out = plugin.whisper(&["detach", "cap", "-n", &ns]).await;
     out.expect_code(0);
@@ -520,7 +544,8 @@ async fn check_inject_outdated_logs_and_rbac() {
         .as_array()
         .expect("commands")
         .iter()
-        .any(|c| c.as_str() == Some(format!("kubectl rollout restart deployment/web -n {on}").as_str())));
+        .any(|c| c.as_str()
+            == Some(format!("kubectl rollout restart deployment/web -n {on}").as_str())));
 
     // logs: the webhook's sidecar is ours; an unscheduled pod has no log yet (the stream just
     // ends); a pod without a Whisperer is an error that says how to attach one.

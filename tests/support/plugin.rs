@@ -90,4 +90,31 @@ impl PluginDir {
         cmd.arg("whisper").args(args);
         self.run(cmd).await
     }
+
+    /// `kubectl-whisper ARGS` with stdout on a terminal (a pseudo-terminal from util-linux
+    /// `script`, which also turns `\n` into `\r\n`), to see what a person at a terminal sees.
+    pub async fn whisper_on_tty(&self, args: &[&str]) -> Run {
+        let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+        let line = std::iter::once(
+            self.dir
+                .path()
+                .join("kubectl-whisper")
+                .display()
+                .to_string(),
+        )
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|a| quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+        let mut cmd = tokio::process::Command::new("script");
+        cmd.args([
+            "--quiet",
+            "--return",
+            "--flush",
+            "--command",
+            &line,
+            "/dev/null",
+        ]);
+        self.run(cmd).await
+    }
 }
