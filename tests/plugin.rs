@@ -688,6 +688,17 @@ async fn bad_targets_are_named() {
         "{}",
         out.stderr
     );
+    // The same commands under the binary's own name.
+    let own = tokio::process::Command::new(env!("CARGO_BIN_EXE_whisperer-injector"))
+        .args(["whisper", "attach", "service/web"])
+        .env("KUBECONFIG", &kc)
+        .output()
+        .await
+        .expect("run whisperer-injector whisper");
+    assert_eq!(own.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&own.stderr).starts_with("error: \"service/web\" is not KIND/NAME")
+    );
     let out = plugin.whisper(&["detach"]).await;
     out.expect_code(1);
     assert!(out.stderr.contains("or give --all"), "{}", out.stderr);
