@@ -83,7 +83,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// timed out or pods were refused, log streams unavailable).
 fn plugin(args: whisperer_injector::plugin::WhisperArgs) -> i32 {
     // Quiet unless asked: the plugin's output is for people and scripts, not log collectors.
-    let filter = std::env::var("WHISPERER_LOG").unwrap_or_else(|_| "warn".into());
+    // kube's client logs every refused request as an ERROR; the plugin prints the API
+    // server's own message instead.
+    let filter = std::env::var("WHISPERER_LOG").unwrap_or_else(|_| "warn,kube_client=off".into());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
