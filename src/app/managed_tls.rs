@@ -80,19 +80,30 @@ pub(super) fn config(args: &ServeArgs, secret: &str) -> Result<ManagedTls, AppEr
     })
 }
 
-/// Starts the Secret watch (readiness waits for its first pair) and the keeper. `control_ca`
-/// follows the Secret's `ca.crt`. The returned task ends after `stop`, Lease released.
+/// Where what the Secret holds goes on each replica.
+pub(super) struct Targets {
+    pub resolver: Arc<SwappableCert>,
+    pub state: Arc<WebhookState>,
+    /// Follows the Secret's `ca.crt`: what attached agents verify the control API with.
+    pub control_ca: Arc<ArcSwapOption<String>>,
+}
+
+/// Starts the Secret watch (readiness waits for its first pair) and the keeper. The returned
+/// task ends after `stop`, Lease released.
 pub(super) fn start(
     args: &ServeArgs,
-    cfg: ManagedTls,
-    metrics: KeeperMetrics,
+    (cfg, metrics): (ManagedTls, KeeperMetrics),
     client: kube::Client,
-    resolver: Arc<SwappableCert>,
-    state: &Arc<WebhookState>,
-    control_ca: Arc<ArcSwapOption<String>>,
+    targets: Targets,
     stop: watch::Receiver<bool>,
     background: &mut Vec<JoinHandle<()>>,
 ) -> JoinHandle<()> {
+    let Targets {
+        resolver,
+        state,
+        control_ca,
+    } = targets;
+    let state = &state;
     state.readiness.wait_for(WAIT);
     let (served, rejected) = (state.clone(), state.clone());
     background.push(managed::follow(

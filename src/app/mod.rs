@@ -277,14 +277,15 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     }
     let (tx, rx) = watch::channel(false);
     let tls_keeper = match (managed.zip(keeper_metrics), &client) {
-        (Some((cfg, keeper_metrics)), Some(client)) => Some(managed_tls::start(
+        (Some(keeper), Some(client)) => Some(managed_tls::start(
             args,
-            cfg,
-            keeper_metrics,
+            keeper,
             client.clone(),
-            resolver.clone(),
-            &state,
-            control_ca,
+            managed_tls::Targets {
+                resolver: resolver.clone(),
+                state: state.clone(),
+                control_ca,
+            },
             rx.clone(),
             &mut background,
         )),

@@ -131,14 +131,12 @@ fn broken_contents_name_the_key_and_start_over() {
     assert_eq!(Pki::parse(&no_key).err(), Some(PkiError::Missing(CA_KEY)));
     let mut junk = data.clone();
     junk.insert(TLS_CRT.into(), b"junk".to_vec());
-    let e = Pki::parse(&junk).err().expect("junk is refused");
+    let e = Pki::parse(&junk).expect_err("junk is refused");
     assert!(e.to_string().contains("tls.crt"), "{e}");
     let (_, other) = run(None, T0, true);
     let mut foreign = data.clone();
     foreign.insert(CA_KEY.into(), other[CA_KEY].clone());
-    let e = Pki::parse(&foreign)
-        .err()
-        .expect("a foreign CA key is refused");
+    let e = Pki::parse(&foreign).expect_err("a foreign CA key is refused");
     assert!(e.to_string().contains("ca.key"), "{e}");
     let (step, fresh) = run(Some(&foreign), T0 + 1, true);
     assert!(matches!(step, Step::Create(_)), "{step:?}");
