@@ -39,6 +39,8 @@ pub enum Command {
     Explain(crate::explain::ExplainArgs),
     /// Whether the API server really calls the webhook (dry-run pod), caBundle, endpoints.
     Check(crate::check::CheckArgs),
+    /// The kubectl plugin (`kubectl whisper ...`; this binary named `kubectl-whisper`).
+    Whisper(crate::plugin::WhisperArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -63,7 +63,7 @@ pub fn ephemeral_container_name(attachment: &str, generation: u32) -> String {
 
 /// Whether the pod runs this profile's sidecar: marked by injection AND carrying a container
 /// of the profile's name and image.
-fn has_sidecar(pod: &impl PodFacts, profile_name: &str, profile: &Profile) -> bool {
+pub(crate) fn has_sidecar(pod: &impl PodFacts, profile_name: &str, profile: &Profile) -> bool {
     let marked = pod
         .annotation(ANNOTATION_INJECTED)
         .and_then(plan::marker_profile)

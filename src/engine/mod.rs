@@ -10,6 +10,7 @@
 
 mod admission;
 mod attach;
+pub mod ours;
 pub mod overrides;
 mod plan;
 mod pod_facts;
