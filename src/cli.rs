@@ -182,6 +182,10 @@ pub struct ManagedTlsArgs {
     /// certificate moves to it, and how long the old CA stays after.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub tls_roll_overlap: Duration,
+    /// With --tls-secret: the keeper also creates this Secret (key `current`, random) when it
+    /// is missing, for --agent-token-keys to mount; an existing one is never changed.
+    #[arg(long, value_name = "NAME", requires = "tls_secret")]
+    pub agent_token_keys_secret: Option<String>,
 }
 
 /// Whether a component that needs the Kubernetes API runs.

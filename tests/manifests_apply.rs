@@ -385,6 +385,8 @@ async fn shipped_rbac_lets_the_injector_keep_its_tls() {
         "whisperer-injector-tls",
         "--webhook-config",
         "whisperer-injector",
+        "--agent-token-keys-secret",
+        "whisperer-agent-token-keys",
         "--namespace",
         "whisperer-system",
         "--kubeconfig",
@@ -413,5 +415,23 @@ async fn shipped_rbac_lets_the_injector_keep_its_tls() {
     )
     .await;
     assert!(String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE"));
+    // The agent token keys the Deployment mounts: created once, a 64-hex-digit key.
+    let keys = poll_until(
+        Duration::from_secs(30),
+        "the agent token keys created by the injector's own account",
+        || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets.get_opt("whisperer-agent-token-keys").await.ok()??;
+                s.data?.get("current").map(|k| k.0.clone())
+            }
+        },
+    )
+    .await;
+    assert!(
+        keys.len() == 64 && keys.iter().all(u8::is_ascii_hexdigit),
+        "{:?}",
+        String::from_utf8_lossy(&keys)
+    );
     running.shutdown().await;
 }

@@ -77,6 +77,7 @@ pub(super) fn config(args: &ServeArgs, secret: &str) -> Result<ManagedTls, AppEr
             overlap: span("tls-roll-overlap", m.tls_roll_overlap)?,
         },
         interval: args.reload_interval,
+        token_keys_secret: m.agent_token_keys_secret.clone(),
     })
 }
 

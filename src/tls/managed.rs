@@ -50,6 +50,7 @@ pub enum WriteStep {
     issue_serving,
     drop_old_ca,
     ca_bundle,
+    agent_token_keys,
 }
 
 impl KeeperMetrics {
@@ -82,6 +83,8 @@ pub struct ManagedTls {
     pub policy: PkiPolicy,
     /// How often the leader compares the Secret and the caBundle with what they should be.
     pub interval: Duration,
+    /// Secret of agent token keys to create (random `current`) when missing; never changed.
+    pub token_keys_secret: Option<String>,
 }
 
 fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
@@ -201,6 +204,11 @@ async fn keep_once(
     cfg: &ManagedTls,
     metrics: &KeeperMetrics,
 ) -> Result<Duration, KeepError> {
+    if let Some(name) = &cfg.token_keys_secret {
+        if ensure_token_keys(secrets, cfg, name).await? {
+            metrics.wrote(WriteStep::agent_token_keys);
+        }
+    }
     let current = secrets.get_opt(&cfg.secret).await?;
     if let Some(t) = current.as_ref().and_then(|s| s.type_.as_deref()) {
         if t != "kubernetes.io/tls" {
@@ -256,6 +264,48 @@ async fn keep_once(
     }
     // Straight on: the next pass publishes what was written.
     Ok(Duration::ZERO)
+}
+
+/// Creates the agent token keys Secret with a random `current` key when it does not exist, so
+/// every replica mints and checks agent tokens with the same key without a manual step. An
+/// existing Secret is never touched (rotation is the operator's, see the README).
+async fn ensure_token_keys(
+    secrets: &Api<Secret>,
+    cfg: &ManagedTls,
+    name: &str,
+) -> Result<bool, KeepError> {
+    if secrets.get_opt(name).await?.is_some() {
+        return Ok(false);
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| KeepError::Pki(pki::PkiError::Issue(format!("random key: {e}"))))?;
+    let s = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(cfg.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "whisperer-injector".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        // Hex text: the key file is read trimmed, and text survives `kubectl edit`.
+        data: Some(BTreeMap::from([(
+            crate::control::CURRENT_KEY_FILE.to_string(),
+            ByteString(hex::encode(key).into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    match secrets.create(&PostParams::default(), &s).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, "created the agent token keys");
+            Ok(true)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn write(
