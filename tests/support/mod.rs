@@ -20,9 +20,11 @@ pub mod https;
 pub mod impersonate;
 pub mod injector;
 pub mod kubelet;
+pub mod kwok;
 pub mod manifests;
 pub mod metrics;
 pub mod netns;
+pub mod reconciler_process;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
