@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use support::builders::{attachment, deployment_with, ephemeral_names, shared_settings};
-use support::kwok::{self, KWOK_VERSION};
+use support::kwok::KWOK_VERSION;
 use support::{install_attachment_crd, poll_until, ControlPlane};
 use whisperer_injector::config::Config;
 use whisperer_injector::reconciler::{self, Attachment, ReconcilerArgs, TargetKind};
