@@ -74,7 +74,13 @@ fn metric(child: &ReconcilerProcess, name: &str, filter: &str) -> f64 {
     child.metric(name, filter)
 }
 
-fn spawn(cp: &ControlPlane, own: &str, dir: &std::path::Path, qps: f64, concurrency: u16) -> ReconcilerProcess {
+fn spawn(
+    cp: &ControlPlane,
+    own: &str,
+    dir: &std::path::Path,
+    qps: f64,
+    concurrency: u16,
+) -> ReconcilerProcess {
     let (qps, concurrency) = (qps.to_string(), concurrency.to_string());
     ReconcilerProcess::spawn(
         cp,
@@ -125,7 +131,7 @@ async fn drive(
         "| pods | --patch-qps | create Attachment -> all attached | patches (real / dry run) |"
     );
     println!("| ---: | ---: | ---: | ---: |");
-    let mut last = None;
+    let mut last: Option<ReconcilerProcess> = None;
     for (i, &q) in qps.iter().enumerate() {
         // One controller at a time (leader election is off).
         if let Some(prev) = last.take() {
@@ -135,11 +141,7 @@ async fn drive(
         for (&n, ns) in &namespaces {
             let name = format!("bench-{i}");
             let before = (
-                metric(
-                    &child,
-                    "whisperer_ephemeral_patches_total",
-                    "mode=\"real\"",
-                ),
+                metric(&child, "whisperer_ephemeral_patches_total", "mode=\"real\""),
                 metric(
                     &child,
                     "whisperer_ephemeral_patches_total",
@@ -177,11 +179,7 @@ async fn drive(
             // Let the metrics file catch up before reading the counters.
             tokio::time::sleep(Duration::from_millis(1100)).await;
             let after = (
-                metric(
-                    &child,
-                    "whisperer_ephemeral_patches_total",
-                    "mode=\"real\"",
-                ),
+                metric(&child, "whisperer_ephemeral_patches_total", "mode=\"real\""),
                 metric(
                     &child,
                     "whisperer_ephemeral_patches_total",

@@ -124,7 +124,10 @@ impl ControlPlane {
             "--bind-address=127.0.0.1".to_string(),
             format!("--secure-port={port}"),
             format!("--tls-cert-file={}", cp.path("serving.crt").display()),
-            format!("--tls-private-key-file={}", cp.path("serving.key").display()),
+            format!(
+                "--tls-private-key-file={}",
+                cp.path("serving.key").display()
+            ),
             "--leader-elect=false".to_string(),
             "--kube-api-qps=1000".to_string(),
             "--kube-api-burst=2000".to_string(),
@@ -169,7 +172,10 @@ impl ControlPlane {
     pub async fn add_kwok_nodes(&self, range: std::ops::Range<usize>) {
         let api = Api::<Node>::all(self.client());
         for i in range.clone() {
-            match api.create(&PostParams::default(), &fake_node(&node_name(i))).await {
+            match api
+                .create(&PostParams::default(), &fake_node(&node_name(i)))
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => panic!("create node {}: {e}", node_name(i)),
