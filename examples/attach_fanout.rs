@@ -209,6 +209,54 @@ async fn scrape(client: &Client) -> String {
     client.request_text(req).await.expect("scrape /metrics")
 }
 
+/// CPU seconds (user + system) a process used so far, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = f64::from(u32::try_from(rustix::param::clock_ticks_per_second()).unwrap_or(100));
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
+}
+
+/// CPU seconds of the plane's processes (etcd, kube-apiserver, kube-controller-manager,
+/// kube-scheduler, kwok) and of the reconciler.
+fn cpu_snapshot(cp: &ControlPlane, reconciler: u32) -> Vec<f64> {
+    cp.pids()
+        .into_iter()
+        .chain([reconciler])
+        .map(cpu_seconds)
+        .collect()
+}
+
+const CPU_NAMES: [&str; 6] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "reconciler",
+];
+
+fn cpu_note(before: &[f64], after: &[f64]) -> String {
+    CPU_NAMES
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(n, (b, a))| format!("{n} {:.1}", a - b))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const PATCH_DURATION: &str = "apiserver_request_duration_seconds";
+const PATCH_FILTERS: [&str; 3] = [
+    "verb=\"PATCH\"",
+    "resource=\"pods\"",
+    "subresource=\"ephemeralcontainers\"",
+];
+
 fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -451,6 +499,7 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for (i, flags) in variants.iter().enumerate() {
         let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
         let child = ReconcilerProcess::spawn(&cp, &own, dir.path(), &i.to_string(), &refs);
@@ -470,7 +519,20 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         for (n, ns) in &sized {
             let before = child.metric("whisperer_ephemeral_patches_total", "mode=\"real\"");
             let name = format!("bench-{i}");
+            let (scrape0, cpu0) = (scrape(&client).await, cpu_snapshot(&cp, child.pid()));
             let took = attach(&client, ns, &name, *n).await;
+            let (scrape1, cpu1) = (scrape(&client).await, cpu_snapshot(&cp, child.pid()));
+            let q = |q| {
+                metrics::quantile_between(&scrape0, &scrape1, PATCH_DURATION, &PATCH_FILTERS, q)
+                    .unwrap_or(f64::NAN)
+                    * 1000.0
+            };
+            notes.push(format!(
+                "{n} pods, {label}: API server PATCH pods/ephemeralcontainers p50 {:.1} ms, p99 {:.1} ms; CPU seconds: {}",
+                q(0.5),
+                q(0.99),
+                cpu_note(&cpu0, &cpu1)
+            ));
             // The metrics file is rewritten every 500 ms.
             let patches = poll_until(Duration::from_secs(5), "patch counter", || async {
                 let now = child.metric("whisperer_ephemeral_patches_total", "mode=\"real\"");
@@ -516,6 +578,10 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("| ---: | --- | ---: | ---: | ---: |");
     for r in rows {
         println!("{r}");
+    }
+    println!();
+    for n in notes {
+        println!("- {n}");
     }
     println!();
 

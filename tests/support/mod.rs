@@ -1,8 +1,9 @@
 //! Shared helpers for integration tests: `mod support;` in a test file.
 //!
 //! The local Kubernetes control plane (etcd + kube-apiserver, optionally
-//! kube-controller-manager) lives in [`controlplane`]; the scheduler and kubelet stand-in in
-//! [`kubelet`]; objects in [`builders`]; the Attachment CRD in [`crd`]; metrics text in
+//! kube-controller-manager) lives in [`controlplane`]; the simulated cluster (kube-scheduler +
+//! kwok) in [`kwok`]; the scheduler and kubelet stand-in for small tests in [`kubelet`]; the
+//! reconciler as a benchmark's child process in [`reconciler_process`]; objects in [`builders`]; the Attachment CRD in [`crd`]; metrics text in
 //! [`metrics`]; DNS queries in [`dns`]; an HTTPS client for the webhook in [`https`]; the
 //! webhook started in-process and registered with the API server in [`injector`]. See
 //! tests/README.md. Benches and examples use the same module
