@@ -63,8 +63,9 @@ struct DriveArgs {
     /// Deployment sizes of (b).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     sizes: Vec<usize>,
-    /// Reconciler flag sets for (b), separated by `;`; `default` is no extra flag. (a), (c)
-    /// and the memory figure use the first.
+    /// Reconciler flag sets for (b), separated by `;`; `default` is no extra flag; a set
+    /// starting with `@PATH` runs the reconciler from another build of this example (e.g. the
+    /// previous commit's) for a before/after in one run. (a) and (c) use the first set.
     #[arg(long, default_value = "default")]
     variants: String,
     /// Replicas of the Deployment rolled out in (c); must be one of `--sizes` (0: skip).
@@ -486,33 +487,50 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed()
     );
 
-    let variants: Vec<Vec<String>> = args
+    let variants: Vec<(Option<PathBuf>, Vec<String>)> = args
         .variants
         .split(';')
         .map(|v| {
-            let v = v.trim();
-            if v == "default" || v.is_empty() {
-                Vec::new()
-            } else {
-                v.split_whitespace().map(str::to_string).collect()
-            }
+            let mut words: Vec<String> = v
+                .split_whitespace()
+                .filter(|w| *w != "default")
+                .map(str::to_string)
+                .collect();
+            let exe = match words.first() {
+                Some(w) if w.starts_with('@') => Some(PathBuf::from(&words.remove(0)[1..])),
+                _ => None,
+            };
+            (exe, words)
         })
         .collect();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    for (i, flags) in variants.iter().enumerate() {
+    for (i, (exe, flags)) in variants.iter().enumerate() {
         let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let child = ReconcilerProcess::spawn(&cp, &own, dir.path(), &i.to_string(), &refs);
+        let child = match exe {
+            Some(exe) => {
+                ReconcilerProcess::spawn_exe(exe, &cp, &own, dir.path(), &i.to_string(), &refs)
+            }
+            None => ReconcilerProcess::spawn(&cp, &own, dir.path(), &i.to_string(), &refs),
+        };
         poll_until(WAIT, "the reconciler caches every pod", || async {
             let seen = child.metric("whisperer_watched_objects", "kind=\"pods\"");
             (seen >= total as f64).then_some(())
         })
         .await;
-        let label = if flags.is_empty() {
+        let mut label = if flags.is_empty() {
             "default flags".to_string()
         } else {
             format!("`{}`", flags.join(" "))
         };
+        if let Some(exe) = exe {
+            label = format!("{label}, {}", exe.display());
+        }
+        let (_, rss) = child.memory();
+        rows.push(format!(
+            "| memory | {label} | VmRSS {:.1} MiB with {total} pods cached, before any Attachment | | |",
+            mib(rss)
+        ));
         if i == 0 && args.debug_pods > 0 {
             debug_loop_vs_attachment(&cp, &args, &debug_ns, &kubectl).await;
         }

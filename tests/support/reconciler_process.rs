@@ -95,8 +95,22 @@ impl ReconcilerProcess {
         tag: &str,
         flags: &[&str],
     ) -> ReconcilerProcess {
+        let exe = std::env::current_exe().expect("current exe");
+        Self::spawn_exe(&exe, cp, own, dir, tag, flags)
+    }
+
+    /// [`Self::spawn`] with another build of the same benchmark as the child (a before/after
+    /// comparison in one run).
+    pub fn spawn_exe(
+        exe: &Path,
+        cp: &ControlPlane,
+        own: &str,
+        dir: &Path,
+        tag: &str,
+        flags: &[&str],
+    ) -> ReconcilerProcess {
         let metrics = dir.join(format!("metrics-{tag}.txt")).display().to_string();
-        let child = Command::new(std::env::current_exe().expect("current exe"))
+        let child = Command::new(exe)
             .args([SUBCOMMAND, own, &metrics, "--leader-election=false"])
             .args(flags)
             .env("KUBECONFIG", cp.kubeconfig_path())
