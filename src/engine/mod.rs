@@ -10,6 +10,7 @@
 
 mod admission;
 mod attach;
+pub mod ours;
 pub mod overrides;
 mod plan;
 mod pod_facts;
@@ -26,7 +27,7 @@ pub use admission::{
 };
 pub use attach::{decide_attach, ephemeral_container_name, AttachSubject};
 pub use plan::{HostAliasChange, Placement, Plan};
-pub use pod_facts::{ContainerFacts, HostNamespaces, PodFacts};
+pub use pod_facts::{ContainerFacts, HostNamespaces, MemoryBounds, PodFacts};
 pub use skip::SkipReason;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub const ENV_ATTACHMENT_UID: &str = "WHISPERER_ATTACHMENT_UID";
 /// The profile's memory limit, for an attached agent to bound itself by (its container
 /// cannot carry resources).
 pub const ENV_MEMORY_LIMIT: &str = "WHISPERER_MEMORY_LIMIT";
+/// The profile's `maxCaptureBytes`: the most capture bytes the agent keeps.
+pub const ENV_MAX_CAPTURE_BYTES: &str = "WHISPERER_MAX_CAPTURE_BYTES";
 
 /// Everything the engine needs besides the pod, prepared once per config load so the hot
 /// path does no allocation for policy.

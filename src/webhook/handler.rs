@@ -66,6 +66,8 @@ pub struct WebhookState {
     pub ready: AtomicBool,
     /// Filled by a namespace watch when the server has cluster credentials.
     pub pod_security: PodSecurityLevels,
+    /// Components `/readyz` waits for besides the listener.
+    pub readiness: super::readiness::Readiness,
     gates: Gates,
 }
 
@@ -82,6 +84,7 @@ impl WebhookState {
             registry,
             ready: AtomicBool::new(false),
             pod_security: PodSecurityLevels::default(),
+            readiness: Default::default(),
             gates: Gates {
                 limits,
                 slots: Semaphore::new(limits.max_concurrent),
@@ -143,10 +146,18 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn readyz(State(st): State<Arc<WebhookState>>) -> Response {
-    if st.ready.load(Ordering::Relaxed) {
+    if !st.ready.load(Ordering::Relaxed) {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "not ready");
+    }
+    let pending = st.readiness.pending();
+    if pending.is_empty() {
         "ok".into_response()
     } else {
-        json_error(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "not ready")
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            &format!("waiting for: {}", pending.join(", ")),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ mod flags;
 mod handler;
 mod namespaces;
 mod pod_shape;
+mod readiness;
 mod requester;
 mod review;
 pub(crate) mod server;
