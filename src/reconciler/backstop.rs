@@ -137,7 +137,7 @@ async fn scan(ctx: &Context, attach: bool, reported: &mut HashSet<String>) {
             extra_env: &[],
         };
         if let PodAction::Patch(w) = step(p, &req, &names, &settings, &ctx.backoff) {
-            work.push(dedup.share(w));
+            work.push(dedup.share(*w));
         }
     }
     for (w, answer) in execute(work, &ctx.patcher, ctx.concurrency).await {

@@ -166,7 +166,7 @@ async fn apply(att: &Attachment, ctx: &Context) -> Result<Action, ReconcilerErro
                 retry_at = earliest(retry_at, at);
                 entries.push(e);
             }
-            PodAction::Patch(w) => work.push(dedup.share(w)),
+            PodAction::Patch(w) => work.push(dedup.share(*w)),
         }
     }
     let mut newly_attached = Vec::new();

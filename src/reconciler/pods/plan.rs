@@ -53,12 +53,12 @@ pub struct Dedup {
 }
 
 impl Dedup {
-    pub fn share(&mut self, mut w: Box<Work>) -> Work {
+    pub fn share(&mut self, mut w: Work) -> Work {
         match &self.last {
             Some(last) if **last == *w.container => w.container = last.clone(),
             _ => self.last = Some(w.container.clone()),
         }
-        *w
+        w
     }
 }
 
@@ -210,7 +210,7 @@ mod tests {
         let mut dedup = Dedup::default();
         let mut shared =
             |pod: PodView| match step(&Arc::new(PodInfo::new(&pod)), &REQ, &names, &s, &mem) {
-                PodAction::Patch(w) => dedup.share(w),
+                PodAction::Patch(w) => dedup.share(*w),
                 other => panic!("{other:?}"),
             };
         let (a, b) = (shared(running("a", &[])), shared(running("b", &[])));
