@@ -12,8 +12,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -21,11 +19,10 @@ use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use kube::Client;
 use serde_json::json;
-use support::{builders, install_attachment_crd, kubelet, metrics, poll_until, ControlPlane};
-use whisperer_injector::config::Config;
-use whisperer_injector::reconciler::{self, Attachment, ReconcilerArgs, TargetKind};
+use support::reconciler_process::{self, memory_of, ReconcilerProcess};
+use support::{builders, install_attachment_crd, kubelet, poll_until, ControlPlane};
+use whisperer_injector::reconciler::{Attachment, ReconcilerArgs, TargetKind};
 
 #[derive(Parser)]
 enum Cmd {
@@ -65,119 +62,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             own_namespace,
             metrics_file,
             args,
-        } => rt.block_on(controller(own_namespace, metrics_file, args)),
+        } => rt.block_on(reconciler_process::child_main(
+            own_namespace,
+            metrics_file,
+            args,
+        )),
     }
 }
 
-async fn controller(
-    own: String,
-    metrics_file: String,
-    args: ReconcilerArgs,
-) -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let client = Client::try_default().await?;
-    let settings = builders::shared_settings(Config::default(), &own);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let handle = reconciler::start(client, settings, own, &args, &mut registry).await?;
-    let registry = Arc::new(registry);
-    // Metrics to a file every 500 ms, so the driver can follow the caches.
-    let writer = {
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut out = String::new();
-                if prometheus_client::encoding::text::encode(&mut out, &registry).is_ok() {
-                    let tmp = format!("{metrics_file}.tmp");
-                    if std::fs::write(&tmp, out).is_ok() {
-                        let _ = std::fs::rename(&tmp, &metrics_file);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
-    // Runs until the driver closes our stdin.
-    tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
-    })
-    .await?;
-    writer.abort();
-    handle.shutdown().await;
-    Ok(())
+fn metric(child: &ReconcilerProcess, name: &str, filter: &str) -> f64 {
+    child.metric(name, filter)
 }
 
-/// kB values of VmHWM and VmRSS from /proc/<pid>/status.
-fn memory_of(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
-/// Sum of the samples of `name` matching `filter` in the controller's metrics file.
-fn metric(file: &str, name: &str, filter: &str) -> f64 {
-    metrics::sum(
-        &std::fs::read_to_string(file).unwrap_or_default(),
-        name,
-        filter,
+fn spawn(
+    cp: &ControlPlane,
+    own: &str,
+    dir: &std::path::Path,
+    qps: f64,
+    concurrency: u16,
+) -> ReconcilerProcess {
+    let (qps, concurrency) = (qps.to_string(), concurrency.to_string());
+    ReconcilerProcess::spawn(
+        cp,
+        own,
+        dir,
+        &qps,
+        &["--patch-qps", &qps, "--reconcile-concurrency", &concurrency],
     )
-}
-
-struct Child {
-    child: std::process::Child,
-    metrics: String,
-}
-
-impl Child {
-    fn spawn(
-        cp: &ControlPlane,
-        own: &str,
-        dir: &std::path::Path,
-        qps: f64,
-        concurrency: u16,
-    ) -> Child {
-        let metrics = dir.join(format!("metrics-{qps}.txt")).display().to_string();
-        let child = std::process::Command::new(std::env::current_exe().expect("current exe"))
-            .args([
-                "controller",
-                own,
-                &metrics,
-                "--leader-election=false",
-                "--patch-qps",
-                &qps.to_string(),
-                "--reconcile-concurrency",
-                &concurrency.to_string(),
-            ])
-            .env("KUBECONFIG", cp.kubeconfig_path())
-            .env(
-                "RUST_LOG",
-                std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("spawn controller");
-        Child { child, metrics }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) -> (u64, u64) {
-        let mem = memory_of(self.pid());
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-        mem
-    }
 }
 
 /// The bench's pods: one container, so the memory figures stay comparable across runs.
@@ -220,23 +131,19 @@ async fn drive(
         "| pods | --patch-qps | create Attachment -> all attached | patches (real / dry run) |"
     );
     println!("| ---: | ---: | ---: | ---: |");
-    let mut last = None;
+    let mut last: Option<ReconcilerProcess> = None;
     for (i, &q) in qps.iter().enumerate() {
         // One controller at a time (leader election is off).
         if let Some(prev) = last.take() {
-            let _: (u64, u64) = Child::stop(prev);
+            let _: (u64, u64) = prev.stop();
         }
-        let child = Child::spawn(&cp, &own, dir.path(), q, concurrency);
+        let child = spawn(&cp, &own, dir.path(), q, concurrency);
         for (&n, ns) in &namespaces {
             let name = format!("bench-{i}");
             let before = (
+                metric(&child, "whisperer_ephemeral_patches_total", "mode=\"real\""),
                 metric(
-                    &child.metrics,
-                    "whisperer_ephemeral_patches_total",
-                    "mode=\"real\"",
-                ),
-                metric(
-                    &child.metrics,
+                    &child,
                     "whisperer_ephemeral_patches_total",
                     "mode=\"dry_run\"",
                 ),
@@ -272,13 +179,9 @@ async fn drive(
             // Let the metrics file catch up before reading the counters.
             tokio::time::sleep(Duration::from_millis(1100)).await;
             let after = (
+                metric(&child, "whisperer_ephemeral_patches_total", "mode=\"real\""),
                 metric(
-                    &child.metrics,
-                    "whisperer_ephemeral_patches_total",
-                    "mode=\"real\"",
-                ),
-                metric(
-                    &child.metrics,
+                    &child,
                     "whisperer_ephemeral_patches_total",
                     "mode=\"dry_run\"",
                 ),
@@ -302,7 +205,7 @@ async fn drive(
     let (_, rss) = memory_of(child.pid());
     eprintln!(
         "before filling: {} pods cached, VmRSS {:.1} MiB",
-        metric(&child.metrics, "whisperer_watched_objects", "kind=\"pods\""),
+        metric(&child, "whisperer_watched_objects", "kind=\"pods\""),
         rss as f64 / 1024.0
     );
     let filler = total_pods.saturating_sub(existing);
@@ -333,7 +236,7 @@ async fn drive(
         Duration::from_secs(300),
         "controller caches every pod",
         || async {
-            let seen = metric(&child.metrics, "whisperer_watched_objects", "kind=\"pods\"");
+            let seen = metric(&child, "whisperer_watched_objects", "kind=\"pods\"");
             (seen >= total_pods as f64).then_some(())
         },
     )
@@ -342,7 +245,7 @@ async fn drive(
     println!();
     println!(
         "controller process with {} pods cached: VmRSS {:.1} MiB, VmHWM (peak over the whole run) {:.1} MiB",
-        metric(&child.metrics, "whisperer_watched_objects", "kind=\"pods\""),
+        metric(&child, "whisperer_watched_objects", "kind=\"pods\""),
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );

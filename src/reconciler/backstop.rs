@@ -17,7 +17,7 @@ use super::context::{Context, Severity};
 use super::pods::batch::{execute, settle};
 use super::pods::generations::generation_names;
 use super::pods::patcher::PatchAnswer;
-use super::pods::plan::{step, PodAction, Request};
+use super::pods::plan::{step, Dedup, PodAction, Request};
 use super::watch::PodInfo;
 use crate::engine::pod_security::{Level, LABEL_ENFORCE};
 use crate::engine::{decide_sidecar, Decision, ANNOTATION_INJECTED, ANNOTATION_PROFILE};
@@ -121,6 +121,7 @@ async fn scan(ctx: &Context, attach: bool, reported: &mut HashSet<String>) {
     let settings = ctx.settings.load_full();
     let names = generation_names(BACKSTOP_IDENTITY, ctx.max_generations);
     let mut work = Vec::new();
+    let mut dedup = Dedup::default();
     for p in &pods {
         let profile = p
             .annotation(ANNOTATION_PROFILE)
@@ -136,7 +137,7 @@ async fn scan(ctx: &Context, attach: bool, reported: &mut HashSet<String>) {
             extra_env: &[],
         };
         if let PodAction::Patch(w) = step(p, &req, &names, &settings, &ctx.backoff) {
-            work.push(*w);
+            work.push(dedup.share(*w));
         }
     }
     for (w, answer) in execute(work, &ctx.patcher, ctx.concurrency).await {

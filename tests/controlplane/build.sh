@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the upstream control plane the integration tests run on loopback:
-# kube-apiserver, kube-controller-manager (k8s.io/kubernetes) and etcd
-# (go.etcd.io/etcd/server/v3), at the versions pinned in ./go.mod.
+# kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes)
+# and etcd (go.etcd.io/etcd/server/v3), at the versions pinned in ./go.mod; and
+# kubectl of the same release, which the benchmarks drive (bench/attach_fanout.sh).
 #
 # Output: ${WHISPERER_CP_CACHE:-<repo>/target/controlplane}/<kubernetes version>/
-#         {kube-apiserver,kube-controller-manager,etcd}
-# Idempotent: does nothing when all three binaries are already there.
+#         {kube-apiserver,kube-controller-manager,kube-scheduler,etcd,kubectl}
+# Idempotent: builds only the binaries that are missing (none: does nothing).
 # See tests/README.md.
 set -euo pipefail
 
@@ -21,13 +22,22 @@ fi
 
 cache="${WHISPERER_CP_CACHE:-$repo/target/controlplane}"
 out="$cache/$version"
-bins=(kube-apiserver kube-controller-manager etcd)
+bins=(kube-apiserver kube-controller-manager kube-scheduler etcd kubectl)
 
-missing=0
+# Go package of each binary; `go build -o dir/` names a binary after the last
+# path element, except etcd's (".../server/v3" gives "server").
+declare -A pkgs=(
+    [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+    [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+    [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
+    [etcd]=go.etcd.io/etcd/server/v3
+    [kubectl]=k8s.io/kubernetes/cmd/kubectl
+)
+missing=()
 for b in "${bins[@]}"; do
-    [[ -x "$out/$b" ]] || missing=1
+    [[ -x "$out/$b" ]] || missing+=("$b")
 done
-if [[ $missing -eq 0 ]]; then
+if [[ ${#missing[@]} -eq 0 ]]; then
     echo "control plane $version already built in $out"
     exit 0
 fi
@@ -46,22 +56,20 @@ staging="$out.tmp.$$"
 trap 'rm -rf "$staging"' EXIT
 mkdir -p "$staging"
 
-echo "building kube-apiserver, kube-controller-manager and etcd ($version) into $out"
+echo "building ${missing[*]} ($version) into $out"
 start=$SECONDS
+targets=()
+for b in "${missing[@]}"; do targets+=("${pkgs[$b]}"); done
 (
     cd "$here"
-    go build -buildvcs=false -ldflags "$ldflags" -o "$staging/" \
-        k8s.io/kubernetes/cmd/kube-apiserver \
-        k8s.io/kubernetes/cmd/kube-controller-manager \
-        go.etcd.io/etcd/server/v3
+    go build -buildvcs=false -ldflags "$ldflags" -o "$staging/" "${targets[@]}"
 )
-# go names the etcd binary after the module path element before /v3: "server".
-mv "$staging/server" "$staging/etcd"
-for b in "${bins[@]}"; do
+[[ -e "$staging/server" ]] && mv "$staging/server" "$staging/etcd"
+for b in "${missing[@]}"; do
     [[ -x "$staging/$b" ]] || { echo "build.sh: $b was not produced" >&2; exit 1; }
 done
 mkdir -p "$out"
-for b in "${bins[@]}"; do
+for b in "${missing[@]}"; do
     mv -f "$staging/$b" "$out/$b"
 done
-echo "built in $((SECONDS - start))s: $(cd "$out" && echo "${bins[*]}")"
+echo "built in $((SECONDS - start))s: ${missing[*]}"

@@ -112,11 +112,14 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &'static str, args: &[String], dir: &Path) -> Proc {
-        let bin = binary(name);
+        Self::spawn_binary(name, &binary(name), args, dir)
+    }
+
+    fn spawn_binary(name: &'static str, bin: &Path, args: &[String], dir: &Path) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("create process log file");
         let err = out.try_clone().expect("clone log file handle");
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -200,22 +203,28 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// etcd + kube-apiserver.
     pub async fn start() -> ControlPlane {
-        Self::start_inner(false).await
+        Self::start_inner(false, &[]).await
     }
 
     /// etcd + kube-apiserver + kube-controller-manager with its default
     /// controllers (Deployment/ReplicaSet, Job, CronJob, StatefulSet,
     /// DaemonSet, garbage collector, namespace, service account ...).
     pub async fn start_with_controllers() -> ControlPlane {
-        Self::start_inner(true).await
+        Self::start_inner(true, &[]).await
     }
 
-    async fn start_inner(with_controllers: bool) -> ControlPlane {
+    /// Like [`Self::start_with_controllers`], with extra kube-controller-manager flags (the
+    /// scale harness, `super::kwok`, lifts its client's 20 requests/s).
+    pub(super) async fn start_with_controller_flags(kcm_extra: &[&str]) -> ControlPlane {
+        Self::start_inner(true, kcm_extra).await
+    }
+
+    async fn start_inner(with_controllers: bool, kcm_extra: &[&str]) -> ControlPlane {
         install_rustls_provider();
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let mut plane = ControlPlane::prepare();
-            match plane.boot(with_controllers).await {
+            match plane.boot(with_controllers, kcm_extra).await {
                 Ok(()) => return plane,
                 Err(e) if e.port_clash => last = e.message,
                 Err(e) => panic!("{}", e.message),
@@ -243,7 +252,8 @@ impl ControlPlane {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    /// `name` in the plane's temp dir (logs, certificates, kubeconfig, config files).
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.dir
             .as_ref()
             .expect("temp dir lives as long as the plane")
@@ -251,7 +261,7 @@ impl ControlPlane {
             .join(name)
     }
 
-    fn write(&self, name: &str, contents: &str) -> String {
+    pub(super) fn write(&self, name: &str, contents: &str) -> String {
         let path = self.path(name);
         fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path.to_string_lossy().into_owned()
@@ -306,7 +316,7 @@ impl ControlPlane {
         }
     }
 
-    async fn boot(&mut self, with_controllers: bool) -> Result<(), StartError> {
+    async fn boot(&mut self, with_controllers: bool, kcm_extra: &[&str]) -> Result<(), StartError> {
         let t0 = Instant::now();
         let pki = Pki::generate();
         let ca = self.write("ca.crt", &pki.ca_cert);
@@ -397,7 +407,7 @@ impl ControlPlane {
         let t_apiserver = t0.elapsed();
         if with_controllers {
             let kcm_port = free_port();
-            let kcm_args = vec![
+            let mut kcm_args = vec![
                 format!("--kubeconfig={kubeconfig_path}"),
                 format!("--authentication-kubeconfig={kubeconfig_path}"),
                 format!("--authorization-kubeconfig={kubeconfig_path}"),
@@ -416,6 +426,7 @@ impl ControlPlane {
                 "--cluster-name=whisperer-test".to_string(),
                 "--profiling=false".to_string(),
             ];
+            kcm_args.extend(kcm_extra.iter().map(|a| a.to_string()));
             self.procs
                 .push(Proc::spawn("kube-controller-manager", &kcm_args, &dir));
             let mut kcm_config = config;
@@ -472,9 +483,41 @@ impl ControlPlane {
         &self.ca_pem
     }
 
-    /// Process ids of etcd, kube-apiserver (and kube-controller-manager).
+    /// Process ids of etcd, kube-apiserver (and kube-controller-manager, and what
+    /// [`Self::add_process`] started).
     pub fn pids(&self) -> Vec<u32> {
         self.procs.iter().map(|p| p.child.id()).collect()
+    }
+
+    /// Starts another component (`bin` with `args`, log `<name>.log` in the plane's dir) and
+    /// waits until `probe` says it is ready: it is then stopped with the plane (before the
+    /// processes started earlier) and its log tail printed when a test panics, like the
+    /// others'. Panics with every log tail if it exits or is not ready within 60 s.
+    pub(super) async fn add_process<F, Fut>(
+        &mut self,
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        probe: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let dir = self.path("");
+        self.procs.push(Proc::spawn_binary(name, bin, args, &dir));
+        if let Err(e) = self.wait_ready(name, probe).await {
+            panic!("{}", e.message);
+        }
+    }
+
+    /// A client like [`Self::client`] but for another component serving HTTPS on
+    /// 127.0.0.1:`port` with the plane's serving certificate (health probes).
+    pub(super) fn client_for_port(&self, port: u16) -> kube::Client {
+        let mut config = self.config();
+        config.cluster_url = format!("https://127.0.0.1:{port}")
+            .parse()
+            .expect("component url");
+        kube::Client::try_from(config).expect("component client")
     }
 
     /// A fresh namespace with `labels`, ready for pods right away: its
@@ -575,7 +618,7 @@ impl Drop for ControlPlane {
     }
 }
 
-async fn get_ok(client: &kube::Client, path: &str) -> bool {
+pub(super) async fn get_ok(client: &kube::Client, path: &str) -> bool {
     let Ok(req) = http::Request::get(path).body(Vec::new()) else {
         return false;
     };
@@ -583,16 +626,22 @@ async fn get_ok(client: &kube::Client, path: &str) -> bool {
 }
 
 async fn etcd_healthy(port: u16) -> bool {
+    http_get_contains(port, "/health", "\"health\":\"true\"").await
+}
+
+/// A plain-HTTP GET of `path` on 127.0.0.1:`port` (2 s at most) whose answer contains
+/// `needle`.
+pub(super) async fn http_get_contains(port: u16, path: &str, needle: &str) -> bool {
     let probe = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()?;
-        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
             .await
             .ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
-        Some(String::from_utf8_lossy(&buf).contains("\"health\":\"true\""))
+        Some(String::from_utf8_lossy(&buf).contains(needle))
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(2), probe).await,

@@ -32,7 +32,7 @@ use super::metrics::ReconcileKind;
 use super::pods::batch::{execute, settle};
 use super::pods::generations::generation_names;
 use super::pods::patcher::PatchAnswer;
-use super::pods::plan::{step, PodAction, Request};
+use super::pods::plan::{step, Dedup, PodAction, Request};
 use super::ReconcilerError;
 
 /// The controller's entry point: apply, or detach when the Attachment is being deleted.
@@ -159,13 +159,14 @@ async fn apply(att: &Attachment, ctx: &Context) -> Result<Action, ReconcilerErro
     let mut entries: Vec<PodEntry> = Vec::with_capacity(pods.len());
     let mut retry_at: Option<Instant> = None;
     let mut work = Vec::new();
+    let mut dedup = Dedup::default();
     for pod in pods.iter().filter(|p| !p.terminating()) {
         match step(pod, &req, &names, &settings, &ctx.backoff) {
             PodAction::Report(e, at) => {
                 retry_at = earliest(retry_at, at);
                 entries.push(e);
             }
-            PodAction::Patch(w) => work.push(*w),
+            PodAction::Patch(w) => work.push(dedup.share(*w)),
         }
     }
     let mut newly_attached = Vec::new();

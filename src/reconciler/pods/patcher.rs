@@ -5,6 +5,12 @@
 //! body on every retry), a check that the container really is in the answer (the subresource
 //! silently drops everything but `spec.ephemeralContainers`), and a typed reading of refusals
 //! (Pod Security Admission checks the whole pod on every add).
+//!
+//! A 429 (API Priority and Fairness, or the API server's in-flight limit) never reaches
+//! [`classify`] unless it persists: the client's retry layer (kube's default, on for every
+//! `kube::Config`) waits out the answer's `Retry-After` and retries, while this request keeps
+//! its slot, so throttling slows the patches down instead of multiplying them. Tested against
+//! a real priority level in `tests/scale_kwok.rs`.
 
 use std::sync::Arc;
 

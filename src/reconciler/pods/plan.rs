@@ -38,9 +38,28 @@ pub struct Request<'a> {
 pub struct Work {
     pub pod: Arc<PodInfo>,
     pub generation: u32,
-    pub container: EphemeralContainer,
+    /// Shared by the pods of a pass that get the same container (see [`Dedup`]).
+    pub container: Arc<EphemeralContainer>,
     /// Said in the status entry (engine warnings, the previous generation's end).
     pub note: Option<String>,
+}
+
+/// Keeps one copy of identical rendered containers: the pods of one workload get the same
+/// Whisperer (the pod's name reaches it through the downward API, not a literal), and a pass
+/// over 10,000 pods would otherwise hold 10,000 copies of it until its patches are done.
+#[derive(Default)]
+pub struct Dedup {
+    last: Option<Arc<EphemeralContainer>>,
+}
+
+impl Dedup {
+    pub fn share(&mut self, mut w: Work) -> Work {
+        match &self.last {
+            Some(last) if **last == *w.container => w.container = last.clone(),
+            _ => self.last = Some(w.container.clone()),
+        }
+        w
+    }
 }
 
 /// What a pass does with one pod.
@@ -96,7 +115,7 @@ pub fn step(
             PodAction::Patch(Box::new(Work {
                 pod: pod.clone(),
                 generation,
-                container: ephemeral_container(&plan),
+                container: Arc::new(ephemeral_container(&plan)),
                 note: (!notes.is_empty()).then(|| notes.join("; ")),
             }))
         }
@@ -183,6 +202,27 @@ mod tests {
         expired: false,
         extra_env: &[],
     };
+
+    #[test]
+    fn pods_of_one_template_share_one_rendered_container() {
+        let names = generation_names("cap", 3);
+        let (s, mem) = (settings(), Backoff::default());
+        let mut dedup = Dedup::default();
+        let mut shared =
+            |pod: PodView| match step(&Arc::new(PodInfo::new(&pod)), &REQ, &names, &s, &mem) {
+                PodAction::Patch(w) => dedup.share(*w),
+                other => panic!("{other:?}"),
+            };
+        let (a, b) = (shared(running("a", &[])), shared(running("b", &[])));
+        assert!(Arc::ptr_eq(&a.container, &b.container));
+        assert_eq!(b.pod.name(), "b");
+        // A different container (a later generation) is not merged into the first.
+        let mut p = running("c", &["whisperer-cap"]);
+        terminated(&mut p, "whisperer-cap");
+        let c = shared(p);
+        assert_eq!(c.container.name, "whisperer-cap-2");
+        assert!(!Arc::ptr_eq(&a.container, &c.container));
+    }
 
     #[test]
     fn generations_follow_terminations() {

@@ -1,0 +1,152 @@
+//! The reconciler as a child process of a benchmark, so that `/proc/<pid>/status` (VmRSS,
+//! VmHWM) is the controller's alone. The benchmark binary re-runs itself with a `controller`
+//! subcommand whose body is [`child_main`]; the parent talks to it through its metrics file
+//! (written every 500 ms) and stops it by closing its stdin.
+//!
+//! ```ignore
+//! // in the example's clap enum: Controller { own_namespace, metrics_file, #[command(flatten)] args }
+//! Cmd::Controller { own_namespace, metrics_file, args } =>
+//!     rt.block_on(support::reconciler_process::child_main(own_namespace, metrics_file, args)),
+//! let child = ReconcilerProcess::spawn(&cp, &own, dir, "run1", &["--patch-qps", "200"]);
+//! child.metric("whisperer_ephemeral_patches_total", "mode=\"real\"");
+//! let (peak_kb, rss_kb) = child.stop();
+//! ```
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use whisperer_injector::config::Config;
+use whisperer_injector::reconciler::{self, ReconcilerArgs};
+
+use super::{builders, metrics, ControlPlane};
+
+/// The subcommand the child is started with.
+pub const SUBCOMMAND: &str = "controller";
+
+/// What the child runs: the reconciler against `$KUBECONFIG` with the default config, until
+/// its stdin closes.
+pub async fn child_main(
+    own: String,
+    metrics_file: String,
+    args: ReconcilerArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let client = kube::Client::try_default().await?;
+    let settings = builders::shared_settings(Config::default(), &own);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let handle = reconciler::start(client, settings, own, &args, &mut registry).await?;
+    let registry = Arc::new(registry);
+    let writer = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut out = String::new();
+                if prometheus_client::encoding::text::encode(&mut out, &registry).is_ok() {
+                    let tmp = format!("{metrics_file}.tmp");
+                    if std::fs::write(&tmp, out).is_ok() {
+                        let _ = std::fs::rename(&tmp, &metrics_file);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    writer.abort();
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// kB values of VmHWM (peak) and VmRSS from /proc/<pid>/status.
+pub fn memory_of(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+pub struct ReconcilerProcess {
+    child: Child,
+    /// The child's metrics file (Prometheus text, rewritten every 500 ms).
+    pub metrics: String,
+}
+
+impl ReconcilerProcess {
+    /// Starts `<this executable> controller <own> <metrics file> --leader-election=false
+    /// <flags>` against the plane; `RUST_LOG` of the child is `$BENCH_CONTROLLER_LOG` or `warn`.
+    pub fn spawn(
+        cp: &ControlPlane,
+        own: &str,
+        dir: &Path,
+        tag: &str,
+        flags: &[&str],
+    ) -> ReconcilerProcess {
+        let exe = std::env::current_exe().expect("current exe");
+        Self::spawn_exe(&exe, cp, own, dir, tag, flags)
+    }
+
+    /// [`Self::spawn`] with another build of the same benchmark as the child (a before/after
+    /// comparison in one run).
+    pub fn spawn_exe(
+        exe: &Path,
+        cp: &ControlPlane,
+        own: &str,
+        dir: &Path,
+        tag: &str,
+        flags: &[&str],
+    ) -> ReconcilerProcess {
+        let metrics = dir.join(format!("metrics-{tag}.txt")).display().to_string();
+        let child = Command::new(exe)
+            .args([SUBCOMMAND, own, &metrics, "--leader-election=false"])
+            .args(flags)
+            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn controller");
+        ReconcilerProcess { child, metrics }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// (VmHWM, VmRSS) in kB.
+    pub fn memory(&self) -> (u64, u64) {
+        memory_of(self.pid())
+    }
+
+    /// Sum of the samples of `name` whose line contains `filter`, from the last metrics file.
+    pub fn metric(&self, name: &str, filter: &str) -> f64 {
+        metrics::sum(
+            &std::fs::read_to_string(&self.metrics).unwrap_or_default(),
+            name,
+            filter,
+        )
+    }
+
+    /// Stops the child (closes its stdin, waits); returns its last (VmHWM, VmRSS) in kB.
+    pub fn stop(mut self) -> (u64, u64) {
+        let mem = self.memory();
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+        mem
+    }
+}
