@@ -123,6 +123,61 @@ impl<'a> ResponseOut<'a> {
     }
 }
 
+/// Writes the AdmissionReview of an answer into `out`: the bytes serde writes for
+/// [`ResponseOut::into_review`] with the same fields, with the patch base64-encoded straight
+/// into the buffer (no intermediate string).
+pub fn write_review(
+    out: &mut Vec<u8>,
+    uid: &str,
+    patch: Option<&[u8]>,
+    warnings: &[String],
+    audit_annotations: &[(&str, &str)],
+) {
+    // Writing JSON into a Vec cannot fail.
+    let string = |out: &mut Vec<u8>, s: &str| {
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    string(out, uid);
+    out.extend_from_slice(br#","allowed":true"#);
+    if let Some(patch) = patch {
+        out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        let start = out.len();
+        let len = base64::encoded_len(patch.len(), true).unwrap_or(0);
+        out.resize(start + len, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    if !warnings.is_empty() {
+        out.extend_from_slice(br#","warnings":["#);
+        for (i, w) in warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, w);
+        }
+        out.push(b']');
+    }
+    if !audit_annotations.is_empty() {
+        out.extend_from_slice(br#","auditAnnotations":{"#);
+        for (i, (k, v)) in audit_annotations.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, k);
+            out.push(b':');
+            string(out, v);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+}
+
 /// Deepest `{`/`[` nesting allowed anywhere in a review. A real pod review nests about 20
 /// levels (managedFields being the deepest part); this bounds the work any body can cause,
 /// including inside fields a typed parse would skip.
@@ -171,6 +226,43 @@ pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_written_review_is_what_serde_writes() {
+        let patch = br#"[{"op":"add","path":"/x","value":"\u00e9\""}]"#;
+        let warnings = vec![
+            "whisperer: a \"quoted\" warning".to_string(),
+            "two".to_string(),
+        ];
+        for (patch, warnings, audit) in [
+            (None, vec![], vec![]),
+            (
+                Some(&patch[..]),
+                vec![],
+                vec![("injected", "profile=p,hash=00")],
+            ),
+            (
+                Some(&patch[..]),
+                warnings.clone(),
+                vec![("a", "1"), ("b", "2")],
+            ),
+            (None, warnings, vec![("skip-reason", "not-requested")]),
+        ] {
+            let mut typed = ResponseOut::allow("uid-\"é");
+            if let Some(p) = patch {
+                typed = typed.with_patch(p);
+            }
+            typed.warnings = warnings.clone();
+            typed.audit_annotations = audit.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            let want = serde_json::to_vec(&typed.into_review()).expect("serde");
+            let mut got = b"left alone".to_vec();
+            write_review(&mut got, "uid-\"é", patch, &warnings, &audit);
+            assert_eq!(
+                String::from_utf8_lossy(&got[10..]),
+                String::from_utf8_lossy(&want)
+            );
+        }
+    }
 
     #[test]
     fn nesting() {
