@@ -188,27 +188,13 @@ pub const MAX_NESTING: usize = 100;
 pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut i = 0;
-    while i < json.len() {
-        match json[i] {
-            b'"' => {
-                // Jump from quote to quote (or escape) instead of walking string bytes:
-                // most of a pod is string contents.
-                i += 1;
-                loop {
-                    let Some(rest) = json.get(i..) else {
-                        return false;
-                    };
-                    match memchr::memchr2(b'"', b'\\', rest) {
-                        Some(off) if json[i + off] == b'\\' => i += off + 2,
-                        Some(off) => {
-                            i += off + 1;
-                            break;
-                        }
-                        None => return false,
-                    }
-                }
-                continue;
-            }
+    while let Some(&b) = json.get(i) {
+        i += 1;
+        match b {
+            b'"' => match skip_string(json, i) {
+                Some(end) => i = end,
+                None => return false,
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -218,9 +204,32 @@ pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        i += 1;
     }
     false
+}
+
+/// The index after the quote that ends the string whose contents start at `i`; `None` when
+/// the text ends first. Most strings of a pod are short (keys, names), where a byte loop beats
+/// a `memchr` call; a long one (an annotation, a script) is searched with `memchr`.
+fn skip_string(json: &[u8], mut i: usize) -> Option<usize> {
+    const SHORT: usize = 32;
+    let short_end = json.len().min(i + SHORT);
+    while i < short_end {
+        match json[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    loop {
+        let rest = json.get(i..)?;
+        let off = memchr::memchr2(b'"', b'\\', rest)?;
+        if json[i + off] == b'\\' {
+            i += off + 2;
+        } else {
+            return Some(i + off + 1);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +284,64 @@ mod tests {
             "escaped backslash ends the escape"
         );
         assert!(!nesting_exceeds(br#"{"a":"unterminated \"#, 1));
+    }
+
+    /// The scan before the short-string loop: the reference the faster one must agree with.
+    fn reference(json: &[u8], max: usize) -> bool {
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut i = 0;
+        while i < json.len() {
+            match (in_string, json[i]) {
+                (true, b'\\') => i += 1,
+                (true, b'"') | (false, b'"') => in_string = !in_string,
+                (false, b'{' | b'[') => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                (false, b'}' | b']') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            i += 1;
+        }
+        false
+    }
+
+    #[test]
+    fn nesting_scan_agrees_with_the_reference_on_short_and_long_strings() {
+        let alphabet = br#"{}[]"\ax"#;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in [0, 1, 5, 31, 32, 33, 64, 200, 1000] {
+            for _ in 0..300 {
+                let mut input: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                // Long runs of plain string bytes, past the short-string loop.
+                if len > 0 && next() % 2 == 0 {
+                    let at = (next() % len as u64) as usize;
+                    input.splice(
+                        at..at,
+                        std::iter::repeat_n(b'a', 40 + (next() % 100) as usize),
+                    );
+                }
+                for max in [1, 3, 8] {
+                    assert_eq!(
+                        nesting_exceeds(&input, max),
+                        reference(&input, max),
+                        "{} max {max}",
+                        String::from_utf8_lossy(&input)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
