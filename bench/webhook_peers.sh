@@ -13,6 +13,7 @@
 #
 #   bench/webhook_peers.sh                   # iteration profile: no LTO, 16 codegen units
 #   SHIPPED_PROFILE=1 bench/webhook_peers.sh # the shipped release profile (fat LTO, 1 CGU)
+#   ROUNDS=3 N=100000 bench/webhook_peers.sh  # servers take turns; medians in the table
 #   PREV_REV=4d67960 N=100000 SERVERS="nginx ours kube-rs" SKIP_BUILD=1 bench/webhook_peers.sh
 #
 # Every load is bounded in count and time. Loopback only. Builds go to target/peers/.
@@ -29,6 +30,9 @@ done
 
 N=${N:-200000}
 N_LAT=${N_LAT:-50000}
+# The servers take turns ROUNDS times (a fresh process each round); the table gives each
+# server's median over its rounds, so a busy moment on the machine hits all of them alike.
+ROUNDS=${ROUNDS:-1}
 PREV_REV=${PREV_REV:-595366f}
 SERVERS=${SERVERS:-nginx ours prev kube-rs go}
 peers=$root/target/peers
@@ -65,9 +69,13 @@ if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -q --manifest-path "$peers/prev-src/Cargo.toml" \
       -p whisperer-injector --bin whisperer-injector --target-dir "$peers/prev-target"
   fi
-  cargo build --release -q --manifest-path bench/peers/kube-rs-admission/Cargo.toml \
-    --target-dir "$peers/kube-rs"
-  (cd bench/peers/go-webhook && go build -trimpath -o "$go_bin" .)
+  if [[ " $SERVERS " == *" kube-rs "* ]]; then
+    cargo build --release -q --manifest-path bench/peers/kube-rs-admission/Cargo.toml \
+      --target-dir "$peers/kube-rs"
+  fi
+  if [[ " $SERVERS " == *" go "* ]]; then
+    (cd bench/peers/go-webhook && go build -trimpath -o "$go_bin" .)
+  fi
 fi
 echo "machine: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "profile: $profile; prev = $PREV_REV ($(git log -1 --format=%h "$PREV_REV" 2>/dev/null || echo '?')); ours = $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
@@ -141,19 +149,20 @@ PY
 }
 
 declare -A RPS P99 P50 BAD RSS EXTRA
-run_server() { # name
-  local name=$1
+median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+run_server() { # name round
+  local name=$1 round=$2
   port=$((port + 1))
   # shellcheck disable=SC2046
   start "$name" $(cmd_for "$name")
   load "$name-warm" 8 20000 pod3k7
   load "$name-rps" 64 "$N" pod3k7
   load "$name-lat" 4 "$N_LAT" pod3k7 --log-file="$out/$name-lat.log"
-  RPS[$name]=$(rps "$name-rps")
-  P50[$name]=$(pct "$out/$name-lat.log" 0.50)
-  P99[$name]=$(pct "$out/$name-lat.log" 0.99)
-  BAD[$name]=$(( $(bad "$name-rps") + $(bad "$name-lat") ))
-  if [ "$name" = ours ] || [ "$name" = prev ]; then
+  RPS[$name]="${RPS[$name]:-} $(rps "$name-rps")"
+  P50[$name]="${P50[$name]:-} $(pct "$out/$name-lat.log" 0.50)"
+  P99[$name]="${P99[$name]:-} $(pct "$out/$name-lat.log" 0.99)"
+  BAD[$name]=$(( ${BAD[$name]:-0} + $(bad "$name-rps") + $(bad "$name-lat") ))
+  if { [ "$name" = ours ] || [ "$name" = prev ]; } && [ "$round" = 1 ]; then
     load "$name-env" 1 2000 env1500 --log-file="$out/$name-env.log"
     load "$name-1m" 1 200 pod1m --log-file="$out/$name-1m.log"
     BAD[$name]=$(( BAD[$name] + $(bad "$name-env") + $(bad "$name-1m") ))
@@ -165,13 +174,16 @@ run_server() { # name
     echo "[ours] answer to the 3.7 KB review: $(wc -c <"$out/answer.json") bytes (nginx's fixed body)"
   fi
   stop_server
-  RSS[$name]=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$out/$name.time")
-  echo "[$name] ${RPS[$name]} req/s @64, p50 ${P50[$name]} ms / p99 ${P99[$name]} ms @4, non-2xx ${BAD[$name]}, peak RSS ${RSS[$name]} MiB ${EXTRA[$name]:-}"
+  local rss
+  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$out/$name.time")
+  RSS[$name]=$(python3 -c 'import sys; print(max(float(x) for x in sys.argv[1:]))' "$rss" ${RSS[$name]:-})
+  echo "[$name round $round] $(rps "$name-rps") req/s @64, p50 $(pct "$out/$name-lat.log" 0.50) ms / p99 $(pct "$out/$name-lat.log" 0.99) ms @4, non-2xx ${BAD[$name]}, peak RSS $rss MiB ${EXTRA[$name]:-}"
 }
 
 # Ours first: its answer to the review is also nginx's fixed body (same bytes on the wire).
 order=""
 for s in ours $SERVERS; do [[ " $order " == *" $s "* ]] || order="$order $s"; done
+for round in $(seq "$ROUNDS"); do
 for name in $order; do
   [[ " $SERVERS " == *" $name "* ]] || [ "$name" = ours ] || continue
   if [ "$name" = nginx ]; then
@@ -193,11 +205,19 @@ http {
 }
 EOF
   fi
-  run_server "$name"
+  run_server "$name" "$round"
+done
+done
+for n in $order; do
+  for m in RPS P50 P99; do
+    declare -n arr=$m
+    [ -n "${arr[$n]:-}" ] && arr[$n]=$(median ${arr[$n]})
+    unset -n arr
+  done
 done
 
 echo
-echo "## One run, $(date -u +%Y-%m-%dT%H:%MZ), $profile"
+echo "## One run, $(date -u +%Y-%m-%dT%H:%MZ), $profile, median of $ROUNDS round(s)"
 echo
 python3 - "$order" <<PY
 import sys
