@@ -39,6 +39,8 @@ pub enum Command {
     Explain(crate::explain::ExplainArgs),
     /// Whether the API server really calls the webhook (dry-run pod), caBundle, endpoints.
     Check(crate::check::CheckArgs),
+    /// The kubectl plugin (`kubectl whisper ...`; this binary named `kubectl-whisper`).
+    Whisper(crate::plugin::WhisperArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,13 +84,15 @@ pub struct ServeArgs {
     /// Plain-HTTP admin address: `/metrics`, `/status` (and the probes again).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
-    /// PEM certificate chain. With neither --tls-cert nor --tls-key, a self-signed
-    /// certificate for localhost is generated in memory and its CA printed.
-    #[arg(long, requires = "tls_key")]
+    /// PEM certificate chain. With neither --tls-cert, --tls-key nor --tls-secret, a
+    /// self-signed certificate for localhost is generated in memory and its CA printed.
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_secret")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", conflicts_with = "tls_secret")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub managed_tls: ManagedTlsArgs,
     /// Profiles and namespace policy (YAML). Without it the built-in default profile is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -149,6 +153,39 @@ pub struct ServeArgs {
     pub dns_opts: DnsArgs,
     #[command(flatten)]
     pub reconciler_opts: crate::reconciler::ReconcilerArgs,
+}
+
+/// Self-managed TLS: the injector keeps its own CA and serving certificate in a Secret.
+#[derive(Debug, Clone, Args)]
+pub struct ManagedTlsArgs {
+    /// Secret (in --namespace, type kubernetes.io/tls) holding the self-managed CA and serving
+    /// certificate: the leader creates and renews it and keeps --webhook-config's caBundle
+    /// equal to its `ca.crt`; every replica serves what it holds. Needs cluster credentials.
+    #[arg(long, value_name = "NAME")]
+    pub tls_secret: Option<String>,
+    /// MutatingWebhookConfiguration whose caBundle the leader keeps (with --tls-secret).
+    #[arg(long, value_name = "NAME", default_value = "whisperer-injector")]
+    pub webhook_config: String,
+    /// Service the serving certificate is for (its in-cluster DNS names become SANs).
+    #[arg(long, value_name = "NAME", default_value = "whisperer-injector")]
+    pub tls_service: String,
+    /// Extra DNS name or IP address for the self-managed serving certificate, repeatable.
+    #[arg(long = "tls-extra-san", value_name = "NAME|IP")]
+    pub tls_extra_sans: Vec<String>,
+    /// Lifetime of the self-managed serving certificate; renewed at two-thirds.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub tls_cert_lifetime: Duration,
+    /// Lifetime of the self-managed CA; rolled at two-thirds, old and new trusted together.
+    #[arg(long, default_value = "1825d", value_parser = humantime::parse_duration)]
+    pub tls_ca_lifetime: Duration,
+    /// During a CA roll: how long the new CA is in the caBundle before the serving
+    /// certificate moves to it, and how long the old CA stays after.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub tls_roll_overlap: Duration,
+    /// With --tls-secret: the keeper also creates this Secret (key `current`, random) when it
+    /// is missing, for --agent-token-keys to mount; an existing one is never changed.
+    #[arg(long, value_name = "NAME", requires = "tls_secret")]
+    pub agent_token_keys_secret: Option<String>,
 }
 
 /// Whether a component that needs the Kubernetes API runs.

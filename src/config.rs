@@ -135,6 +135,10 @@ pub struct Profile {
     /// What a pod may tune by annotation (`whisperer.dev/cpu`, `/memory`, `/filter`).
     #[serde(default, skip_serializing_if = "Overrides::is_empty")]
     pub overrides: Overrides,
+    /// Bytes of capture files the agent may keep (a quantity, e.g. `200Mi`), passed as
+    /// `WHISPERER_MAX_CAPTURE_BYTES`; the agent holds its rotation total under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_capture_bytes: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 /// Per-pod overrides a profile allows; absent: the annotation is refused.
@@ -341,6 +345,14 @@ impl Config {
                     at("securityContext.runAsNonRoot"),
                     "must not be false: it would override a pod that asked for non-root; leave it unset or true",
                 ));
+            }
+            if let Some(q) = &p.max_capture_bytes {
+                if crate::engine::overrides::quantity_value(&q.0).is_none_or(|v| v < 1.0) {
+                    return Err(invalid(
+                        at("maxCaptureBytes"),
+                        &format!("{:?} is not a positive quantity (like 200Mi)", q.0),
+                    ));
+                }
             }
             for (field, range) in [("cpu", &p.overrides.cpu), ("memory", &p.overrides.memory)] {
                 let Some(range) = range else { continue };

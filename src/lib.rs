@@ -16,6 +16,7 @@ pub mod http_error;
 pub mod kubeclient;
 pub mod metrics;
 pub mod offline;
+pub mod plugin;
 pub mod reconciler;
 pub mod reload;
 pub mod render;

@@ -4,6 +4,14 @@ use tracing_subscriber::EnvFilter;
 use whisperer_injector::cli::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
+    // Installed as `kubectl-whisper` on PATH, kubectl runs this binary for `kubectl whisper`.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| whisperer_injector::plugin::invoked_as_plugin(&a))
+    {
+        let cli = whisperer_injector::plugin::PluginCli::parse();
+        std::process::exit(plugin(cli.args));
+    }
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).context("--log is not a valid filter")?;
     if cli.log_json {
@@ -47,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Whisper(args) => std::process::exit(plugin_in(args).await),
         Command::Explain(args) => {
             print!("{}", whisperer_injector::explain::run(&args).await?);
             Ok(())
@@ -66,6 +75,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", whisperer_injector::status::render_text(&report));
             }
             Ok(())
+        }
+    }
+}
+
+/// The plugin's exit codes: 0 done, 1 error (the message on stderr), 2 usage (clap), 3 incomplete (attach
+/// timed out or pods were refused, log streams unavailable).
+fn plugin(args: whisperer_injector::plugin::WhisperArgs) -> i32 {
+    // Quiet unless asked: the plugin's output is for people and scripts, not log collectors.
+    // kube's client logs every refused request as an ERROR; the plugin prints the API
+    // server's own message instead.
+    let filter = std::env::var("WHISPERER_LOG").unwrap_or_else(|_| "warn,kube_client=off".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(plugin_in(args)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            1
+        }
+    }
+}
+
+async fn plugin_in(args: whisperer_injector::plugin::WhisperArgs) -> i32 {
+    use whisperer_injector::plugin::Outcome;
+    match whisperer_injector::plugin::run(args).await {
+        Ok(Outcome::Ok) => 0,
+        Ok(Outcome::Incomplete) => 3,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
         }
     }
 }

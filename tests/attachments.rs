@@ -192,6 +192,10 @@ fn crd_manifest_matches_the_rust_types() {
     let generated = crd_yaml().expect("render CRD");
     if std::env::var_os("WHISPERER_REGENERATE").is_some() {
         std::fs::write(&path, &generated).expect("write manifests/crd-attachments.yaml");
+        // The Helm chart's copy (tests/chart.rs checks they are identical).
+        let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("charts/whisperer-injector/crds/crd-attachments.yaml");
+        std::fs::write(&chart, &generated).expect("write the chart's CRD");
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -823,8 +827,9 @@ async fn leader_election_only_the_holder_patches() {
     assert!(ns_obj.metadata.name.is_some());
 }
 
-/// Who may be captured: a hostNetwork DaemonSet's pod and an opted-out pod get no Whisperer
-/// (the status says why), a dotted Attachment name still attaches.
+/// Who may be captured: a hostNetwork DaemonSet's pod, an opted-out pod and a pod whose memory
+/// limit leaves no room get no Whisperer (the status says why), a dotted Attachment name still
+/// attaches.
 #[tokio::test]
 async fn host_network_and_opted_out_pods_are_refused_dotted_names_attach() {
     let cp = ControlPlane::start_with_controllers().await;
@@ -833,7 +838,23 @@ async fn host_network_and_opted_out_pods_are_refused_dotted_names_attach() {
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[]).await;
     let _kubelet = Kubelet::start(&client, &ns).await;
-    let r = Reconciler::start(&client, shared(Config::default(), &own), &own, &fast_args()).await;
+    // The Whisperer gets a 32Mi budget: a pod whose containers request all of their 64Mi
+    // limits leaves it no room.
+    let mut cfg = Config::default();
+    cfg.profiles.get_mut("default").expect("default").resources =
+        serde_json::from_value(json!({"limits": {"memory": "32Mi"}})).ok();
+    let r = Reconciler::start(&client, shared(cfg, &own), &own, &fast_args()).await;
+    let mut tight = plain_pod("tight", "tight", &[]);
+    for c in tight.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+        c.resources = serde_json::from_value(json!({"limits": {"memory": "64Mi"}})).ok();
+    }
+    create(&client, &ns, &tight).await;
+    create(
+        &client,
+        &ns,
+        &attachment("squeeze", Some((TargetKind::Pod, "tight")), None, None),
+    )
+    .await;
 
     let mut template = pod_template("nodecap");
     template["spec"]["hostNetwork"] = json!(true);
@@ -874,6 +895,7 @@ async fn host_network_and_opted_out_pods_are_refused_dotted_names_attach() {
     for (att, app, reason, words) in [
         ("node", "nodecap", "host-namespaces", "hostNetwork"),
         ("peek", "private", "opted-out", "whisperer.dev/inject"),
+        ("squeeze", "tight", "no-headroom", "leaving 0Mi"),
     ] {
         let entry = poll_until(WAIT, &format!("{att} refused with {reason}"), || async {
             let st = get_attachment(&client, &ns, att).await?.status?;

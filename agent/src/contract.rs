@@ -24,6 +24,9 @@ pub const CONTROL_CA: &str = "WHISPERER_CONTROL_CA";
 /// Container memory limit in bytes or as a Kubernetes quantity (optional): the reassembly
 /// budget is held to a quarter of it.
 pub const MEMORY_LIMIT: &str = "WHISPERER_MEMORY_LIMIT";
+/// Most bytes of capture files to keep (bytes or a quantity; optional): `--max-total` is held
+/// under it.
+pub const MAX_CAPTURE_BYTES: &str = "WHISPERER_MAX_CAPTURE_BYTES";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Contract {
@@ -38,6 +41,7 @@ pub struct Contract {
     pub control_token: Option<String>,
     pub control_ca_pem: Option<String>,
     pub memory_limit: Option<u64>,
+    pub max_capture_bytes: Option<u64>,
 }
 
 fn non_empty(get: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
@@ -81,7 +85,17 @@ impl Contract {
                 None
             }
         });
-        let memory_limit = non_empty(get, MEMORY_LIMIT).and_then(|v| parse_quantity(&v));
+        let quantity = |key: &str| {
+            non_empty(get, key).and_then(|v| {
+                let parsed = parse_quantity(&v);
+                if parsed.is_none() {
+                    tracing::warn!(value = %v, "{key} is not a quantity; ignored");
+                }
+                parsed
+            })
+        };
+        let memory_limit = quantity(MEMORY_LIMIT);
+        let max_capture_bytes = quantity(MAX_CAPTURE_BYTES);
         Contract {
             pod_name: non_empty(get, POD_NAME),
             pod_namespace: non_empty(get, POD_NAMESPACE),
@@ -94,6 +108,7 @@ impl Contract {
             control_token: non_empty(get, CONTROL_TOKEN),
             control_ca_pem: non_empty(get, CONTROL_CA),
             memory_limit,
+            max_capture_bytes,
         }
     }
 }
@@ -128,7 +143,9 @@ mod tests {
             (ATTACHMENT_UID, "u-1"),
             ("WHISPERER_SOMETHING_NEWER", "x"),
             (MEMORY_LIMIT, "64Mi"),
+            (MAX_CAPTURE_BYTES, "200Mi"),
         ]);
+        assert_eq!(c.max_capture_bytes, Some(200 << 20));
         assert_eq!(c.pod_name.as_deref(), Some("web-0"));
         assert_eq!(c.dns_server, Some("10.96.0.53:5353".parse().expect("addr")));
         assert_eq!(

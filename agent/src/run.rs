@@ -148,7 +148,9 @@ pub async fn run(args: Args, contract: Contract) -> Result<StopReason, RunError>
                 rotate_size: args.rotate_size,
                 rotate_every: args.rotate_every,
                 keep: args.keep,
-                max_total: args.max_total,
+                max_total: contract
+                    .max_capture_bytes
+                    .map_or(args.max_total, |m| m.min(args.max_total)),
                 linktype: opened.link.linktype(),
                 snaplen: args.snaplen,
                 interface: args.interface.clone(),

@@ -14,7 +14,7 @@ use crate::{DEFAULT_NAMESPACE, DEFAULT_SERVICE};
 
 /// Backdating of `notBefore`, so that a node whose clock is a little behind still accepts
 /// a certificate minted a moment ago.
-const NOT_BEFORE_SKEW: Duration = Duration::minutes(5);
+pub const NOT_BEFORE_SKEW: Duration = Duration::minutes(5);
 
 /// Key algorithm of both the CA and the serving certificate.
 ///
@@ -222,11 +222,7 @@ pub fn sans(req: &CertRequest) -> Vec<String> {
 
 /// Generates a fresh CA and a serving certificate for the request.
 pub fn generate(req: &CertRequest) -> Result<GeneratedCerts, CertsError> {
-    validate_label("service", &req.service)?;
-    validate_label("namespace", &req.namespace)?;
-    for dns in &req.extra_dns {
-        validate_dns_name(dns.trim())?;
-    }
+    validate_request(req)?;
     if req.ca_validity_days == 0 {
         return Err(CertsError::InvalidValidity {
             field: "ca_validity_days",
@@ -251,17 +247,71 @@ pub fn generate(req: &CertRequest) -> Result<GeneratedCerts, CertsError> {
             ),
         });
     }
-
-    // Whole seconds: X.509 times have no fraction, and the reported expiry should match.
     let now = OffsetDateTime::now_utc();
-    let now = now - Duration::nanoseconds(i64::from(now.nanosecond()));
-    let not_before = now - NOT_BEFORE_SKEW;
-    let ca_not_after = now + Duration::days(i64::from(req.ca_validity_days));
-    let not_after = now + Duration::days(i64::from(req.validity_days));
+    let ca = generate_ca(req, now, Duration::days(i64::from(req.ca_validity_days)))?;
+    let leaf = issue_serving(req, &ca, now, Duration::days(i64::from(req.validity_days)))?;
+    Ok(GeneratedCerts {
+        ca_cert_pem: ca.cert_pem,
+        ca_key_pem: ca.key_pem,
+        cert_pem: leaf.cert_pem,
+        key_pem: leaf.key_pem,
+        not_after: leaf.not_after,
+        ca_not_after: ca.not_after,
+        sans: leaf.sans,
+    })
+}
+
+/// A certificate and its PKCS#8 key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedPem {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub not_after: OffsetDateTime,
+    /// Subject alternative names (empty for a CA).
+    pub sans: Vec<String>,
+}
+
+impl fmt::Debug for IssuedPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedPem")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .field("not_after", &self.not_after)
+            .field("sans", &self.sans)
+            .finish()
+    }
+}
+
+/// Whole seconds: X.509 times have no fraction, and the reported expiry should match.
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t - Duration::nanoseconds(i64::from(t.nanosecond()))
+}
+
+fn check_lifetime(field: &'static str, lifetime: Duration) -> Result<(), CertsError> {
+    if lifetime < Duration::seconds(1) {
+        return Err(CertsError::InvalidValidity {
+            field,
+            days: 0,
+            reason: "must be at least one second".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A new CA for the request's Service, valid from `now` (backdated by the clock skew) for
+/// `lifetime`. Its common name carries the issue time so two generations of CA can be told
+/// apart in a bundle.
+pub fn generate_ca(
+    req: &CertRequest,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<IssuedPem, CertsError> {
+    validate_request(req)?;
+    check_lifetime("ca_validity", lifetime)?;
+    let now = whole_seconds(now);
+    let not_after = now + lifetime;
     let alg = req.key_algorithm.signature_algorithm();
     let rc = |what: &'static str| move |source| CertsError::Rcgen { what, source };
-
-    // CA.
     let ca_key = KeyPair::generate_for(alg).map_err(rc("CA key"))?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = {
@@ -269,7 +319,12 @@ pub fn generate(req: &CertRequest) -> Result<GeneratedCerts, CertsError> {
         dn.push(DnType::OrganizationName, "whisperer.dev");
         dn.push(
             DnType::CommonName,
-            format!("{}.{} webhook CA", req.service.trim(), req.namespace.trim()),
+            format!(
+                "{}.{} webhook CA {}",
+                req.service.trim(),
+                req.namespace.trim(),
+                now.unix_timestamp()
+            ),
         );
         dn
     };
@@ -279,16 +334,37 @@ pub fn generate(req: &CertRequest) -> Result<GeneratedCerts, CertsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca_params.not_before = not_before;
-    ca_params.not_after = ca_not_after;
+    ca_params.not_before = now - NOT_BEFORE_SKEW;
+    ca_params.not_after = not_after;
     let ca_cert = ca_params
         .self_signed(&ca_key)
         .map_err(rc("CA certificate"))?;
-    let ca_cert_pem = ca_cert.pem();
-    let ca_key_pem = ca_key.serialize_pem();
-    let issuer = Issuer::new(ca_params, ca_key);
+    Ok(IssuedPem {
+        cert_pem: ca_cert.pem(),
+        key_pem: ca_key.serialize_pem(),
+        not_after,
+        sans: Vec::new(),
+    })
+}
 
-    // Serving certificate.
+/// A serving certificate for the request's names, signed by `ca`, valid from `now`
+/// (backdated by the clock skew) for `lifetime` but never past the CA's own expiry.
+pub fn issue_serving(
+    req: &CertRequest,
+    ca: &IssuedPem,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<IssuedPem, CertsError> {
+    validate_request(req)?;
+    check_lifetime("validity", lifetime)?;
+    let now = whole_seconds(now);
+    let not_after = (now + lifetime).min(ca.not_after);
+    let alg = req.key_algorithm.signature_algorithm();
+    let rc = |what: &'static str| move |source| CertsError::Rcgen { what, source };
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(rc("CA key (parse)"))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(rc("CA certificate (parse)"))?;
+
     let names = sans(req);
     let mut subject_alt_names = Vec::with_capacity(names.len());
     for name in &names {
@@ -322,21 +398,26 @@ pub fn generate(req: &CertRequest) -> Result<GeneratedCerts, CertsError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    params.not_before = not_before;
+    params.not_before = now - NOT_BEFORE_SKEW;
     params.not_after = not_after;
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(rc("serving certificate"))?;
-
-    Ok(GeneratedCerts {
-        ca_cert_pem,
-        ca_key_pem,
+    Ok(IssuedPem {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         not_after,
-        ca_not_after,
         sans: names,
     })
+}
+
+fn validate_request(req: &CertRequest) -> Result<(), CertsError> {
+    validate_label("service", &req.service)?;
+    validate_label("namespace", &req.namespace)?;
+    for dns in &req.extra_dns {
+        validate_dns_name(dns.trim())?;
+    }
+    Ok(())
 }
 
 /// A DNS-1123 label, as Kubernetes requires for Service and namespace names.

@@ -14,13 +14,16 @@ mod certs;
 mod secret;
 mod template;
 
-pub use certs::{generate, sans, CertRequest, CertsError, GeneratedCerts, KeyAlgorithm};
+pub use certs::{
+    generate, generate_ca, issue_serving, sans, CertRequest, CertsError, GeneratedCerts, IssuedPem,
+    KeyAlgorithm, NOT_BEFORE_SKEW,
+};
 pub use secret::secret_manifest;
 pub use template::{
     ca_bundle_b64, render_webhook, RenderError, TemplateValues, DEFAULT_WEBHOOK_NAME, PLACEHOLDERS,
     SECTIONS,
 };
-pub use time::OffsetDateTime;
+pub use time::{Duration, OffsetDateTime};
 
 /// Default name of the webhook Service (and of the Deployment behind it).
 pub const DEFAULT_SERVICE: &str = "whisperer-injector";

@@ -2,6 +2,7 @@
 //! one metrics registry between them, and connects file reloads.
 
 mod dns;
+mod managed_tls;
 mod reconciler;
 mod reload;
 
@@ -41,6 +42,8 @@ pub enum AppError {
     Reconciler(crate::reconciler::ReconcilerError),
     #[error(transparent)]
     AgentKey(#[from] crate::control::TokenKeyError),
+    #[error(transparent)]
+    ManagedTls(#[from] managed_tls::ManagedTlsError),
 }
 
 /// A started `serve`: every component runs until [`Running::shutdown`].
@@ -57,6 +60,8 @@ pub struct Running {
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
     reconciler: Option<crate::reconciler::ReconcilerHandle>,
+    /// The self-managed TLS keeper (`--tls-secret`); releases its Lease on shutdown.
+    tls_keeper: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -69,12 +74,15 @@ impl Running {
         if let Some(r) = self.reconciler.take() {
             r.shutdown().await;
         }
+        if let Some(k) = self.tls_keeper.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), k).await;
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for t in &self.background {
+        for t in self.background.iter().chain(&self.tls_keeper) {
             t.abort();
         }
         self.server.abort();
@@ -91,7 +99,13 @@ pub(crate) fn settings_for(cfg: Config, args: &ServeArgs) -> Settings {
 
 /// Cluster credentials for the components that watch the API, per their toggles.
 async fn cluster_client(args: &ServeArgs) -> Result<Option<kube::Client>, AppError> {
-    let toggles = [args.reconciler, args.dns, args.pod_security_check];
+    // Self-managed TLS cannot work without the API: it counts as a component turned on.
+    let managed = if args.managed_tls.tls_secret.is_some() {
+        Toggle::On
+    } else {
+        Toggle::Off
+    };
+    let toggles = [args.reconciler, args.dns, args.pod_security_check, managed];
     if toggles.iter().all(|t| *t == Toggle::Off) {
         return Ok(None);
     }
@@ -165,6 +179,8 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
             (loaded, None)
         }
         _ => {
+            // With --tls-secret this pair only fills the gap until the Secret's is served
+            // (readiness stays false meanwhile), so its CA is neither printed nor handed out.
             let s = tls::self_signed()?;
             let loaded = tls::parse_pem(
                 s.cert_pem.as_bytes(),
@@ -172,8 +188,13 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
                 "generated",
                 "generated",
             )?;
-            (loaded, Some(s.ca_pem))
+            let ca = args.managed_tls.tls_secret.is_none().then_some(s.ca_pem);
+            (loaded, ca)
         }
+    };
+    let managed = match &args.managed_tls.tls_secret {
+        Some(secret) => Some(managed_tls::config(args, secret)?),
+        None => None,
     };
     let cert_expiry = loaded.not_after;
     let resolver = SwappableCert::new(loaded.key);
@@ -182,6 +203,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     // Every component registers its metrics before the registry is shared.
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::new(&mut registry);
+    let keeper_metrics = managed
+        .as_ref()
+        .map(|_| crate::tls::managed::KeeperMetrics::new(&mut registry));
     let client = cluster_client(args).await?;
     if let Some(client) = &client {
         let version = server_version(client).await;
@@ -207,6 +231,9 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     let mut reconciler_handle = None;
     let mut control = None;
     let mut token_keys = None;
+    let control_ca = Arc::new(arc_swap::ArcSwapOption::from(
+        reconciler::control_ca(args, generated_ca.as_deref())?.map(Arc::new),
+    ));
     if let Some(client) = wanted(args.reconciler, &client) {
         let (keys, key_bytes) = reconciler::token_keys(args)?;
         token_keys = key_bytes.map(|b| (keys.clone(), b));
@@ -216,7 +243,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
             settings.clone(),
             &mut registry,
             keys,
-            reconciler::control_ca(args, generated_ca.as_deref())?,
+            control_ca.clone(),
         )
         .await?
         {
@@ -235,12 +262,36 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         args.limits.review_limits(),
     );
     if let Some(client) = wanted(args.pod_security_check, &client) {
-        background.push(state.pod_security.watch(client));
+        const WAIT: &str = "the Pod Security levels of namespaces (first list)";
+        state.readiness.wait_for(WAIT);
+        let st = state.clone();
+        background.push(
+            state
+                .pod_security
+                .watch(client, move || st.readiness.done(WAIT)),
+        );
         components.push("pod-security".into());
     }
-    if let Some(t) = cert_expiry {
+    if let Some(t) = cert_expiry.filter(|_| managed.is_none()) {
         state.metrics.cert_expiry.set(t);
     }
+    let (tx, rx) = watch::channel(false);
+    let tls_keeper = match (managed.zip(keeper_metrics), &client) {
+        (Some(keeper), Some(client)) => Some(managed_tls::start(
+            args,
+            keeper,
+            client.clone(),
+            managed_tls::Targets {
+                resolver: resolver.clone(),
+                state: state.clone(),
+                control_ca,
+            },
+            rx.clone(),
+            &mut background,
+        )),
+        (Some(_), None) => return Err(managed_tls::ManagedTlsError::NoCluster.into()),
+        (None, _) => None,
+    };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         background.push(reload::certificate(
             cert.clone(),
@@ -287,7 +338,6 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
         .server_options(args.h2_max_concurrent_streams, args.drain_timeout);
     let mut admin_opts = opts.clone();
     admin_opts.limits.max_connections = ADMIN_MAX_CONNECTIONS;
-    let (tx, rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -312,6 +362,7 @@ pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     tracing::info!(%addr, %admin_addr, "listening");
     Ok(Running {
         reconciler: reconciler_handle,
+        tls_keeper,
         addr,
         admin_addr,
         admin,

@@ -80,23 +80,23 @@ pub(super) async fn start(
     settings: SharedSettings,
     registry: &mut Registry,
     key: TokenKeys,
-    control_ca: Option<String>,
+    control_ca: std::sync::Arc<arc_swap::ArcSwapOption<String>>,
 ) -> Result<Option<(ReconcilerHandle, ControlState)>, AppError> {
     let base = reconciler::control_api_env(&control_base_url(args), key.clone());
     // An ephemeral agent can mount nothing: the CA that verifies the control API travels in
-    // its env, next to the URL and token.
-    let env: reconciler::AgentEnv = match control_ca {
-        Some(pem) => std::sync::Arc::new(move |ns: &str, name: &str, uid: &str| {
-            let mut env = base(ns, name, uid);
+    // its env, next to the URL and token. Read per attachment: a self-managed Secret can
+    // change it while the server runs.
+    let env: reconciler::AgentEnv = std::sync::Arc::new(move |ns: &str, name: &str, uid: &str| {
+        let mut env = base(ns, name, uid);
+        if let Some(pem) = control_ca.load_full() {
             env.push(k8s_openapi::api::core::v1::EnvVar {
                 name: ENV_CONTROL_CA.into(),
-                value: Some(pem.clone()),
+                value: Some((*pem).clone()),
                 ..Default::default()
             });
-            env
-        }),
-        None => base,
-    };
+        }
+        env
+    });
     let started = reconciler::start_with_agent_env(
         client,
         settings,

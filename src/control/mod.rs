@@ -12,7 +12,7 @@ mod token;
 mod verdict;
 
 pub use routes::{router, ControlState};
-pub use token::{KeyPair, TokenKey, TokenKeyError, TokenKeys};
+pub use token::{KeyPair, TokenKey, TokenKeyError, TokenKeys, CURRENT_KEY_FILE};
 pub use verdict::{verdict, AttachmentLookup, AttachmentState, Verdict};
 
 /// Env vars the reconciler gives an attached Whisperer.

@@ -63,7 +63,7 @@ pub fn ephemeral_container_name(attachment: &str, generation: u32) -> String {
 
 /// Whether the pod runs this profile's sidecar: marked by injection AND carrying a container
 /// of the profile's name and image.
-fn has_sidecar(pod: &impl PodFacts, profile_name: &str, profile: &Profile) -> bool {
+pub(crate) fn has_sidecar(pod: &impl PodFacts, profile_name: &str, profile: &Profile) -> bool {
     let marked = pod
         .annotation(ANNOTATION_INJECTED)
         .and_then(plan::marker_profile)
@@ -73,6 +73,38 @@ fn has_sidecar(pod: &impl PodFacts, profile_name: &str, profile: &Profile) -> bo
             .containers()
             .chain(pod.init_containers())
             .any(|c| c.name == profile.container_name() && c.image == Some(profile.image.as_str()))
+}
+
+/// The memory the attached Whisperer will use: the profile's limit, else its request.
+fn agent_memory(profile: &Profile) -> Option<(u64, &str)> {
+    let r = profile.resources.as_ref()?;
+    let q = r
+        .limits
+        .as_ref()
+        .and_then(|l| l.get("memory"))
+        .or_else(|| r.requests.as_ref().and_then(|l| l.get("memory")))?;
+    super::overrides::quantity_value(&q.0).map(|v| (v.max(0.0) as u64, q.0.as_str()))
+}
+
+/// An ephemeral container carries no resources and lives inside the pod's memory limit: when
+/// every container is bounded and their requests leave less than the agent's budget, the
+/// agent (or the app) would be OOM-killed, so the attach is refused.
+fn no_headroom(pod: &impl PodFacts, profile: &Profile) -> Option<Decision> {
+    let (asked, asked_text) = agent_memory(profile)?;
+    let bounds = pod.memory_bounds()?;
+    let room = bounds.limit.saturating_sub(bounds.requested);
+    (room < asked).then(|| {
+        let mib = |b: u64| format!("{}Mi", b >> 20);
+        Decision::problem(
+            SkipReason::NoHeadroom,
+            format!(
+                "the pod's containers are limited to {} of memory and request {}, leaving {}; the Whisperer needs {asked_text} (raise a container's limit above its request, or attach with a smaller profile)",
+                mib(bounds.limit),
+                mib(bounds.requested),
+                mib(room)
+            ),
+        )
+    })
 }
 
 pub fn decide_attach(
@@ -117,6 +149,9 @@ pub fn decide_attach(
             None => return Decision::skip(SkipReason::TargetContainerMissing),
         },
     };
+    if let Some(refusal) = no_headroom(pod, profile) {
+        return refusal;
+    }
     let name = ephemeral_container_name(subject.attachment, subject.generation.max(1));
     if pod.ephemeral_names().any(|n| n == name) {
         return Decision::skip(SkipReason::AlreadyAttached);

@@ -10,6 +10,7 @@
 
 mod admission;
 mod attach;
+pub mod ours;
 pub mod overrides;
 mod plan;
 mod pod_facts;
@@ -29,7 +30,7 @@ pub use plan::{
     base_marker, base_sidecar_container, host_alias_changes, HostAliasChange, Placement, Plan,
     SidecarChoice,
 };
-pub use pod_facts::{ContainerFacts, HostNamespaces, PodFacts};
+pub use pod_facts::{ContainerFacts, HostNamespaces, MemoryBounds, PodFacts};
 pub use skip::SkipReason;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub const ENV_ATTACHMENT_UID: &str = "WHISPERER_ATTACHMENT_UID";
 /// The profile's memory limit, for an attached agent to bound itself by (its container
 /// cannot carry resources).
 pub const ENV_MEMORY_LIMIT: &str = "WHISPERER_MEMORY_LIMIT";
+/// The profile's `maxCaptureBytes`: the most capture bytes the agent keeps.
+pub const ENV_MAX_CAPTURE_BYTES: &str = "WHISPERER_MAX_CAPTURE_BYTES";
 
 /// Everything the engine needs besides the pod, prepared once per config load so the hot
 /// path does no allocation for policy.

@@ -101,6 +101,9 @@ pub(crate) fn container(
     if let Some(dns) = dns_server {
         env.push(value_env(ENV_DNS_SERVER, dns));
     }
+    if let Some(max) = &profile.max_capture_bytes {
+        env.push(value_env(super::ENV_MAX_CAPTURE_BYTES, &max.0));
+    }
     env.extend(profile.env.iter().cloned());
     env.extend(extra_env);
     // Later entries win in Kubernetes, but duplicates are confusing to read: keep the last.

@@ -37,6 +37,39 @@ impl HostNamespaces {
     }
 }
 
+/// The memory a pod's containers may use together, when every container has a limit (then
+/// the pod's cgroup is bounded by their sum), and what they request (a request defaults to
+/// the limit). In bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBounds {
+    pub limit: u64,
+    pub requested: u64,
+}
+
+impl MemoryBounds {
+    /// Sums `(limit, request)` quantities per container; `None` when one has no limit (the
+    /// pod is unbounded) or a value does not parse.
+    pub fn sum<'a>(
+        containers: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    ) -> Option<MemoryBounds> {
+        // Quantities are bytes here; fractions of a byte do not matter.
+        let bytes = |q: &str| super::overrides::quantity_value(q).map(|v| v.max(0.0) as u64);
+        let mut b = MemoryBounds {
+            limit: 0,
+            requested: 0,
+        };
+        let mut any = false;
+        for (limit, request) in containers {
+            let limit = bytes(limit?)?;
+            let request = request.map_or(Some(limit), bytes)?;
+            b.limit = b.limit.saturating_add(limit);
+            b.requested = b.requested.saturating_add(request);
+            any = true;
+        }
+        any.then_some(b)
+    }
+}
+
 /// What the engine may ask about a pod.
 pub trait PodFacts {
     /// `metadata.namespace` (on CREATE it may be missing: the request names it).
@@ -59,6 +92,8 @@ pub trait PodFacts {
     fn host_aliases(&self) -> &[HostAlias];
     /// `spec.securityContext` (`None` when the provider does not keep it).
     fn security_context(&self) -> Option<&PodSecurityContext>;
+    /// Memory of the app containers (`None`: some container is unbounded, or not kept).
+    fn memory_bounds(&self) -> Option<MemoryBounds>;
 }
 
 fn container_facts<'a>(name: &'a str, image: Option<&'a String>) -> ContainerFacts<'a> {
@@ -149,5 +184,25 @@ impl PodFacts for Pod {
 
     fn security_context(&self) -> Option<&PodSecurityContext> {
         self.spec.as_ref().and_then(|s| s.security_context.as_ref())
+    }
+
+    fn memory_bounds(&self) -> Option<MemoryBounds> {
+        fn memory(
+            m: &Option<
+                std::collections::BTreeMap<
+                    String,
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+                >,
+            >,
+        ) -> Option<&str> {
+            m.as_ref()?.get("memory").map(|q| q.0.as_str())
+        }
+        MemoryBounds::sum(self.spec.as_ref()?.containers.iter().map(|c| {
+            let r = c.resources.as_ref();
+            (
+                r.and_then(|r| memory(&r.limits)),
+                r.and_then(|r| memory(&r.requests)),
+            )
+        }))
     }
 }

@@ -24,10 +24,13 @@ pub enum SkipReason {
     NativeSidecarUnsupported,
     /// A `whisperer.dev/cpu|memory|filter` annotation the profile does not allow.
     OverrideRefused,
+    /// Every container has a memory limit, and what their requests leave is less than the
+    /// attached Whisperer's budget (it would share the pod's memory with no room).
+    NoHeadroom,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 18] = [
+    pub const ALL: [SkipReason; 19] = [
         SkipReason::NotCreate,
         SkipReason::NotAPod,
         SkipReason::NamespaceDenied,
@@ -46,6 +49,7 @@ impl SkipReason {
         SkipReason::PodSecurity,
         SkipReason::NativeSidecarUnsupported,
         SkipReason::OverrideRefused,
+        SkipReason::NoHeadroom,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +72,7 @@ impl SkipReason {
             SkipReason::PodSecurity => "pod-security",
             SkipReason::NativeSidecarUnsupported => "native-sidecar-unsupported",
             SkipReason::OverrideRefused => "override-refused",
+            SkipReason::NoHeadroom => "no-headroom",
         }
     }
 

@@ -62,6 +62,10 @@ impl<P: PodFacts> PodFacts for BeforeInjection<'_, P> {
     fn security_context(&self) -> Option<&PodSecurityContext> {
         self.pod.security_context()
     }
+
+    fn memory_bounds(&self) -> Option<super::MemoryBounds> {
+        self.pod.memory_bounds()
+    }
 }
 
 /// How an injected pod compares with what its profile injects today.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{HostAlias, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
 use super::*;
@@ -1071,5 +1072,124 @@ fn outdated_agents_are_told_apart_from_current_ones() {
             old: plan.marker.clone(),
             new: None
         }
+    );
+}
+
+/// The test config with the default profile's Whisperer limited to `memory` and keeping at
+/// most `captures` bytes.
+fn settings_with_budget(memory: &str, captures: Option<&str>) -> Settings {
+    let mut cfg = config();
+    let p = cfg.profiles.get_mut("default").expect("default");
+    p.resources = serde_json::from_value(serde_json::json!({"limits": {"memory": memory}})).ok();
+    p.max_capture_bytes = captures.map(|c| Quantity(c.into()));
+    Settings::new(Arc::new(cfg), "whisperer-system")
+}
+
+fn with_memory(mut pod: Pod, per_container: &[(Option<&str>, Option<&str>)]) -> Pod {
+    let spec = pod.spec.as_mut().expect("spec");
+    let first = spec.containers[0].clone();
+    spec.containers = per_container
+        .iter()
+        .enumerate()
+        .map(|(i, (limit, request))| {
+            let mut c = first.clone();
+            c.name = if i == 0 {
+                first.name.clone()
+            } else {
+                format!("c{i}")
+            };
+            let q = |v: &Option<&str>| {
+                v.map(|v| BTreeMap::from([("memory".to_string(), Quantity(v.into()))]))
+            };
+            c.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                limits: q(limit),
+                requests: q(request),
+                ..Default::default()
+            });
+            c
+        })
+        .collect();
+    pod
+}
+
+#[test]
+fn attach_is_refused_when_bounded_containers_leave_no_room_for_the_agent() {
+    let s = settings_with_budget("64Mi", None);
+    let base = running(fixture_pod("review-pod-not-requested.json"), "team-a");
+    // 2 × 256Mi limits, 2 × 200Mi requests: 112Mi free, the agent needs 64Mi.
+    let roomy = with_memory(
+        base.clone(),
+        &[
+            (Some("256Mi"), Some("200Mi")),
+            (Some("256Mi"), Some("200Mi")),
+        ],
+    );
+    assert!(matches!(
+        decide_attach(&roomy, &attach_subject("a"), &s),
+        Decision::Inject(_)
+    ));
+    // Requests default to limits: no room at all.
+    let full = with_memory(base.clone(), &[(Some("256Mi"), None)]);
+    let d = decide_attach(&full, &attach_subject("a"), &s);
+    assert_eq!(reason(&d), Some(SkipReason::NoHeadroom));
+    let Decision::Skip {
+        detail: Some(message),
+        ..
+    } = &d
+    else {
+        panic!("a refusal with a message")
+    };
+    assert!(
+        message.contains("256Mi") && message.contains("64Mi"),
+        "{message}"
+    );
+    let tight = with_memory(base.clone(), &[(Some("256Mi"), Some("200Mi"))]);
+    assert_eq!(
+        reason(&decide_attach(&tight, &attach_subject("a"), &s)),
+        Some(SkipReason::NoHeadroom)
+    );
+    // One container without a limit: the pod is not bounded, nothing to protect.
+    let unbounded = with_memory(base.clone(), &[(Some("256Mi"), None), (None, None)]);
+    assert!(matches!(
+        decide_attach(&unbounded, &attach_subject("a"), &s),
+        Decision::Inject(_)
+    ));
+    // A profile without a memory figure is not judged.
+    assert!(matches!(
+        decide_attach(&full, &attach_subject("a"), &settings()),
+        Decision::Inject(_)
+    ));
+    assert_eq!(SkipReason::NoHeadroom.condition_reason(), "NoHeadroom");
+}
+
+#[test]
+fn max_capture_bytes_reaches_sidecar_and_attached_agents() {
+    let s = settings_with_budget("64Mi", Some("200Mi"));
+    let has = |env: &[k8s_openapi::api::core::v1::EnvVar]| {
+        env.iter()
+            .any(|e| e.name == ENV_MAX_CAPTURE_BYTES && e.value.as_deref() == Some("200Mi"))
+    };
+    let pod = running(fixture_pod("review-pod-not-requested.json"), "team-a");
+    let Decision::Inject(plan) = decide_attach(&pod, &attach_subject("a"), &s) else {
+        panic!("attach")
+    };
+    assert!(has(plan.container.env.as_deref().unwrap_or_default()));
+    let opted = with_annotation(
+        fixture_pod("review-pod-not-requested.json"),
+        "whisperer.dev/inject",
+        "true",
+    );
+    let Decision::Inject(plan) = admit(&opted, "team-a", "CREATE", &s) else {
+        panic!("inject")
+    };
+    assert!(has(plan.container.env.as_deref().unwrap_or_default()));
+    let e = Config::parse(
+        "{defaultProfile: default, profiles: {default: {image: x, maxCaptureBytes: lots}}}",
+        "cfg.yaml",
+    )
+    .expect_err("a bad quantity is refused");
+    assert!(
+        e.to_string().contains("profiles.default.maxCaptureBytes"),
+        "{e}"
     );
 }

@@ -103,13 +103,31 @@ async fn settings(
     args: &ExplainArgs,
     client: &Client,
 ) -> Result<(Settings, Option<String>), ExplainError> {
-    let (config, note) = match &args.config {
+    injector_settings(
+        client,
+        &args.injector_namespace,
+        args.config.as_deref(),
+        args.inject_by_default,
+    )
+    .await
+}
+
+/// The injector's settings as explain judges with them (also `kubectl whisper outdated`):
+/// `config` if given, else the config map in `injector_namespace`, else (missing or
+/// unreadable) the built-in default, with a note saying so.
+pub async fn injector_settings(
+    client: &Client,
+    injector_namespace: &str,
+    config: Option<&std::path::Path>,
+    inject_by_default: bool,
+) -> Result<(Settings, Option<String>), ExplainError> {
+    let (config, note) = match config {
         Some(path) => (Config::load(path)?, None),
         None => {
-            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &args.injector_namespace);
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), injector_namespace);
             match cms.get_opt(CONFIG_MAP).await {
                 Ok(Some(cm)) => {
-                    let origin = format!("configmap {}/{CONFIG_MAP}", args.injector_namespace);
+                    let origin = format!("configmap {injector_namespace}/{CONFIG_MAP}");
                     let text = cm
                         .data
                         .as_ref()
@@ -121,22 +139,20 @@ async fn settings(
                 Ok(None) => (
                     Config::default(),
                     Some(format!(
-                        "no configmap {}/{CONFIG_MAP}: judged with the built-in default profile",
-                        args.injector_namespace
+                        "no configmap {injector_namespace}/{CONFIG_MAP}: judged with the built-in default profile"
                     )),
                 ),
                 Err(e) => (
                     Config::default(),
                     Some(format!(
-                        "cannot read configmap {}/{CONFIG_MAP} ({e}): judged with the built-in default profile",
-                        args.injector_namespace
+                        "cannot read configmap {injector_namespace}/{CONFIG_MAP} ({e}): judged with the built-in default profile"
                     )),
                 ),
             }
         }
     };
-    let mut s = Settings::new(Arc::new(config), &args.injector_namespace);
-    s.inject_by_default = args.inject_by_default;
+    let mut s = Settings::new(Arc::new(config), injector_namespace);
+    s.inject_by_default = inject_by_default;
     Ok((s, note))
 }
 
@@ -188,7 +204,7 @@ async fn workload_pod(
 }
 
 /// `deployment/web` for a pod whose ReplicaSet a Deployment owns, and so on.
-async fn owning_workload(client: &Client, ns: &str, pod: &Pod) -> Option<String> {
+pub async fn owning_workload(client: &Client, ns: &str, pod: &Pod) -> Option<String> {
     let owner = pod
         .metadata
         .owner_references
@@ -276,6 +292,13 @@ async fn attachments(client: &Client, ns: &str, pod: &str) -> Vec<AttachmentView
 /// Reads the facts and explains every pod the arguments name.
 pub async fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
     let client = crate::kubeclient::client(args.kubeconfig.as_deref()).await?;
+    run_with_client(args, &client).await
+}
+
+/// [`run`] with a client the caller built (the kubectl plugin's, with `--context`/`--as`);
+/// `args.kubeconfig` is ignored.
+pub async fn run_with_client(args: &ExplainArgs, client: &Client) -> Result<String, ExplainError> {
+    let client = client.clone();
     let (settings, note) = settings(args, &client).await?;
     let webhook = webhook(&client).await;
     let mut facts: Vec<Facts> = Vec::new();

@@ -177,31 +177,60 @@ impl Elector {
         }
     }
 }
+/// What a lease holder reports: failed Lease requests, and whether it leads.
+#[derive(Clone)]
+pub(crate) struct LeaseHooks {
+    pub(crate) on_error: std::sync::Arc<dyn Fn() + Send + Sync>,
+    pub(crate) leading: std::sync::Arc<dyn Fn(bool) + Send + Sync>,
+}
+
+impl LeaseHooks {
+    pub(super) fn for_reconciler(metrics: &ReconcilerMetrics) -> LeaseHooks {
+        let (m1, m2) = (metrics.clone(), metrics.clone());
+        LeaseHooks {
+            on_error: std::sync::Arc::new(move || m1.error(ErrorKind::lease)),
+            leading: std::sync::Arc::new(move |on| {
+                m2.leader.set(i64::from(on));
+            }),
+        }
+    }
+}
+
 /// One Lease request, bounded by the renew deadline; `None` on failure.
-async fn attempt(elector: &mut Elector, metrics: &ReconcilerMetrics) -> Option<bool> {
+async fn attempt(elector: &mut Elector, hooks: &LeaseHooks) -> Option<bool> {
     let deadline = elector.config().renew_deadline;
     match tokio::time::timeout(deadline, elector.try_acquire_or_renew()).await {
         Ok(Ok(ours)) => Some(ours),
         Ok(Err(e)) => {
-            metrics.error(ErrorKind::lease);
-            tracing::warn!(error = %e, "leader lease request failed");
+            (hooks.on_error)();
+            tracing::warn!(error = %e, lease = %elector.config().name, "leader lease request failed");
             None
         }
         Err(_) => {
-            metrics.error(ErrorKind::lease);
-            tracing::warn!("leader lease request timed out");
+            (hooks.on_error)();
+            tracing::warn!(lease = %elector.config().name, "leader lease request timed out");
             None
         }
     }
 }
 
-/// Standby until the Lease is ours, lead while it stays ours, release it on shutdown.
-pub(super) async fn elected(worker: Worker, mut elector: Elector, mut stop: watch::Receiver<bool>) {
+/// Standby until the Lease is ours, run `lead` while it stays ours (it is told to stop
+/// through its receiver when leadership ends), release the Lease on shutdown.
+pub(crate) async fn hold<F, Fut>(
+    mut elector: Elector,
+    hooks: LeaseHooks,
+    mut stop: watch::Receiver<bool>,
+    lead: F,
+) where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let cfg = elector.config().clone();
+    let lease = format!("{}/{}", cfg.namespace, cfg.name);
     loop {
-        tracing::info!(identity = %cfg.identity, lease = %format!("{}/{}", cfg.namespace, cfg.name), "waiting for the leader lease");
+        tracing::info!(identity = %cfg.identity, %lease, "waiting for the leader lease");
         loop {
-            if attempt(&mut elector, &worker.metrics).await == Some(true) {
+            if attempt(&mut elector, &hooks).await == Some(true) {
                 break;
             }
             tokio::select! {
@@ -209,28 +238,28 @@ pub(super) async fn elected(worker: Worker, mut elector: Elector, mut stop: watc
                 _ = stopped(&mut stop) => return,
             }
         }
-        tracing::info!(identity = %cfg.identity, "became leader; reconciling");
-        worker.metrics.leader.set(1);
+        tracing::info!(identity = %cfg.identity, %lease, "became leader");
+        (hooks.leading)(true);
         let (lead_stop_tx, lead_stop_rx) = watch::channel(false);
-        let mut running = AbortOnDrop(tokio::spawn(lead(worker.clone(), lead_stop_rx)));
+        let mut running = AbortOnDrop(tokio::spawn(lead(lead_stop_rx)));
         let mut last_renew = Instant::now();
         let shutdown = loop {
             tokio::select! {
                 _ = tokio::time::sleep(cfg.retry_period) => {}
                 _ = stopped(&mut stop) => break true,
                 _ = &mut running.0 => {
-                    tracing::warn!("reconciler stopped unexpectedly; giving up the lease");
+                    tracing::warn!(%lease, "the leader's work stopped unexpectedly; giving up the lease");
                     break false;
                 }
             }
-            match attempt(&mut elector, &worker.metrics).await {
+            match attempt(&mut elector, &hooks).await {
                 Some(true) => last_renew = Instant::now(),
                 Some(false) => {
-                    tracing::warn!("another replica holds the lease");
+                    tracing::warn!(%lease, "another replica holds the lease");
                     break false;
                 }
                 None if last_renew.elapsed() > cfg.renew_deadline => {
-                    tracing::warn!("could not renew the lease within the renew deadline");
+                    tracing::warn!(%lease, "could not renew the lease within the renew deadline");
                     break false;
                 }
                 None => {}
@@ -238,15 +267,21 @@ pub(super) async fn elected(worker: Worker, mut elector: Elector, mut stop: watc
         };
         let _ = lead_stop_tx.send(true);
         drop(running);
-        worker.metrics.leader.set(0);
+        (hooks.leading)(false);
         if shutdown {
             if let Err(e) = elector.release().await {
-                worker.metrics.error(ErrorKind::lease);
-                tracing::warn!(error = %e, "cannot release the leader lease");
+                (hooks.on_error)();
+                tracing::warn!(error = %e, %lease, "cannot release the leader lease");
             }
-            tracing::info!("reconciler stopped; lease released");
+            tracing::info!(%lease, "stopped; lease released");
             return;
         }
-        tracing::warn!(identity = %cfg.identity, "lost leadership; stopped reconciling");
+        tracing::warn!(identity = %cfg.identity, %lease, "lost leadership; stopped");
     }
+}
+
+/// The reconciler's leadership: its caches, controller and backstop run while it leads.
+pub(super) async fn elected(worker: Worker, elector: Elector, stop: watch::Receiver<bool>) {
+    let hooks = LeaseHooks::for_reconciler(&worker.metrics);
+    hold(elector, hooks, stop, move |rx| lead(worker.clone(), rx)).await;
 }

@@ -56,6 +56,7 @@ pub use crd::{
 pub use error::ReconcilerError;
 pub use handle::ReconcilerHandle;
 pub use leader::LEASE_NAME;
+pub(crate) use leader::{default_identity, hold, Elector, LeaseConfig, LeaseHooks};
 pub use status_source::ReconcilerStatus;
 pub use watch::PodView;
 
@@ -67,7 +68,7 @@ use tokio::sync::watch as signal;
 use crate::engine::SharedSettings;
 use handle::AbortOnDrop;
 use lead::{lead, Worker};
-use leader::{elected, Elector, LeaseConfig};
+use leader::elected;
 use metrics::ReconcilerMetrics;
 
 /// Starts the reconciler (after checking the CRD is installed) and returns at once; with

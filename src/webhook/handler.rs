@@ -73,6 +73,8 @@ pub struct WebhookState {
     pub pod_security: PodSecurityLevels,
     /// The settings' patch fragments, serialized once per config load.
     prepared: PreparedCache,
+    /// Components `/readyz` waits for besides the listener.
+    pub readiness: super::readiness::Readiness,
     gates: Gates,
 }
 
@@ -91,6 +93,7 @@ impl WebhookState {
             registry,
             ready: AtomicBool::new(false),
             pod_security: PodSecurityLevels::default(),
+            readiness: Default::default(),
             gates: Gates {
                 limits,
                 slots: Semaphore::new(limits.max_concurrent),
@@ -152,10 +155,18 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn readyz(State(st): State<Arc<WebhookState>>) -> Response {
-    if st.ready.load(Ordering::Relaxed) {
+    if !st.ready.load(Ordering::Relaxed) {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "not ready");
+    }
+    let pending = st.readiness.pending();
+    if pending.is_empty() {
         "ok".into_response()
     } else {
-        json_error(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "not ready")
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            &format!("waiting for: {}", pending.join(", ")),
+        )
     }
 }
 

@@ -8,6 +8,7 @@ mod handler;
 mod namespaces;
 mod pod_shape;
 mod prepared;
+mod readiness;
 mod requester;
 mod review;
 pub(crate) mod server;

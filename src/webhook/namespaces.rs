@@ -40,13 +40,15 @@ impl PodSecurityLevels {
     }
 
     /// Watches namespace metadata until the returned task is aborted. A relist replaces the
-    /// map whole, so namespaces deleted while the watch was down disappear.
-    pub fn watch(&self, client: Client) -> JoinHandle<()> {
+    /// map whole, so namespaces deleted while the watch was down disappear. `synced` runs
+    /// once, when the first list is in.
+    pub fn watch(&self, client: Client, synced: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         let me = self.clone();
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
         let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
         tokio::spawn(async move {
             let mut relist: Option<HashMap<String, Level>> = None;
+            let mut synced = Some(synced);
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
                 match ev {
@@ -80,6 +82,9 @@ impl PodSecurityLevels {
                     Ok(Event::InitDone) => {
                         if let (Some(map), Ok(mut live)) = (relist.take(), me.levels.write()) {
                             *live = map;
+                        }
+                        if let Some(f) = synced.take() {
+                            f();
                         }
                     }
                     Err(e) => {

@@ -216,20 +216,23 @@ pub fn apply_response_patch(
     pod
 }
 
-/// `serve` flags for a webhook-only server on loopback (both listeners on free ports).
+/// `serve` flags for a webhook-only server on loopback (both listeners on free ports); `extra`
+/// may turn the reconciler or the Pod Security watch on.
 pub fn serve_args(extra: &[&str]) -> whisperer_injector::cli::ServeArgs {
     let mut argv = vec![
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
-        "--reconciler",
-        "off",
         "--dns",
         "off",
         "--reload-interval",
         "100ms",
     ];
+    // Webhook only, unless the test turns the reconciler on (with its own --kubeconfig).
+    if !extra.contains(&"--reconciler") {
+        argv.extend(["--reconciler", "off"]);
+    }
     // Never reach for ~/.kube/config from a test: a test that wants the namespace watch
     // names its own control plane with --kubeconfig.
     if !extra.contains(&"--pod-security-check") {

@@ -46,7 +46,7 @@ impl Subject {
     }
 
     /// The groups a real token of this subject carries.
-    fn groups(&self) -> Vec<String> {
+    pub fn groups(&self) -> Vec<String> {
         match self {
             Subject::User(_) => vec!["system:authenticated".into()],
             Subject::ServiceAccount { namespace, .. } => vec![
@@ -83,6 +83,29 @@ pub fn client_as(cp: &ControlPlane, subject: &Subject, extra_groups: &[&str]) ->
     config.auth_info.impersonate = Some(subject.username());
     config.auth_info.impersonate_groups = Some(groups);
     kube::Client::try_from(config).expect("impersonating kube client")
+}
+
+/// A copy of the plane's kubeconfig (written into `dir`) that acts as `subject`
+/// (`as`/`as-groups`), for code that builds its own client from a kubeconfig, such as
+/// `serve --kubeconfig`.
+pub fn kubeconfig_as(
+    cp: &ControlPlane,
+    subject: &Subject,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("the plane's kubeconfig");
+    let mut kc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    for user in kc["users"].as_sequence_mut().expect("users") {
+        user["user"]["as"] = subject.username().into();
+        user["user"]["as-groups"] = subject.groups().into();
+    }
+    let path = dir.join(format!(
+        "kubeconfig-as-{}",
+        subject.username().replace(':', "-")
+    ));
+    std::fs::write(&path, serde_yaml::to_string(&kc).expect("kubeconfig"))
+        .expect("write kubeconfig");
+    path
 }
 
 /// A client acting as user `name` (group `system:authenticated` plus `extra_groups`).

@@ -58,47 +58,77 @@ pub async fn start_and_register(cp: &ControlPlane, probe_ns: &str, extra: &[&str
         .await
         .expect("webhook starts");
     let url = format!("https://127.0.0.1:{}/mutate", running.addr.port());
+    register(cp, &url, Some(&certs)).await;
+    wait_until_called(cp, probe_ns).await;
+    Injector {
+        running: Some(running),
+        dir,
+        url,
+    }
+}
 
+/// Registers `url` through a MutatingWebhookConfiguration named `whisperer-injector`
+/// rendered from webhook.yaml.tmpl; `certs: None` leaves the caBundle out (self-managed TLS
+/// fills it).
+pub async fn register(cp: &ControlPlane, url: &str, certs: Option<&certs_gen::GeneratedCerts>) {
     let template =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/webhook.yaml.tmpl"))
             .expect("webhook.yaml.tmpl");
+    let strip = certs.is_none();
+    let placeholder;
+    let certs = match certs {
+        Some(c) => c,
+        None => {
+            placeholder = certs_gen::generate(&certs_gen::CertRequest::new(
+                "whisperer-injector",
+                "whisperer-system",
+            ))
+            .expect("certs-gen");
+            &placeholder
+        }
+    };
     let values = certs_gen::TemplateValues {
         name: "whisperer-injector".into(),
-        ..certs_gen::TemplateValues::for_url(&certs, url.clone(), "whisperer-system")
+        ..certs_gen::TemplateValues::for_url(certs, url.to_string(), "whisperer-system")
     };
     let yaml = certs_gen::render_webhook(&template, &values).expect("template renders");
-    let config: MutatingWebhookConfiguration =
+    let mut config: MutatingWebhookConfiguration =
         serde_yaml::from_str(&yaml).expect("rendered YAML is a MutatingWebhookConfiguration");
+    if strip {
+        for w in config.webhooks.iter_mut().flatten() {
+            w.client_config.ca_bundle = None;
+        }
+    }
     let api = Api::<MutatingWebhookConfiguration>::all(cp.client());
     match api.create(&PostParams::default(), &config).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("register webhook: {e}"),
     }
+}
 
-    // The API server picks new webhook configurations up asynchronously.
+/// Returns once the API server calls the webhook (a dry-run probe pod comes back injected);
+/// it picks new webhook configurations and caBundles up asynchronously.
+pub async fn wait_until_called(cp: &ControlPlane, probe_ns: &str) {
     let pods = Api::<Pod>::namespaced(cp.client(), probe_ns);
     poll_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the API server to call the webhook",
         || {
             let pods = pods.clone();
             async move {
-                let probe = pod("probe", true);
-                let dry = PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                };
-                let out = pods.create(&dry, &probe).await.ok()?;
+                let out = pods.create(&dry_run(), &pod("probe", true)).await.ok()?;
                 has_whisperer(&out).then_some(())
             }
         },
     )
     .await;
-    Injector {
-        running: Some(running),
-        dir,
-        url,
+}
+
+pub fn dry_run() -> PostParams {
+    PostParams {
+        dry_run: true,
+        ..Default::default()
     }
 }
 

@@ -217,3 +217,23 @@ pub async fn terminate_ephemeral(client: &Client, ns: &str, pod: &str, container
         .await
         .expect("write ephemeral container status");
 }
+
+/// What the API server meets when a node's kubelet is down: `node` (registered if missing)
+/// points its kubelet endpoint at a loopback port nothing listens on, so `pods/log` and other
+/// kubelet-proxied requests for its pods fail at once (connection refused) instead of waiting
+/// on an address that does not exist.
+pub async fn kubelet_unreachable(client: &Client, node: &str) {
+    register_node(client, node).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let status = json!({ "status": {
+        "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }],
+        "daemonEndpoints": { "kubeletEndpoint": { "Port": port } },
+    }});
+    Api::<Node>::all(client.clone())
+        .patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_or_else(|e| panic!("point node {node} at a dead kubelet: {e}"));
+}

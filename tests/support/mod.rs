@@ -4,7 +4,9 @@
 //! kube-controller-manager) lives in [`controlplane`]; the scheduler and kubelet stand-in in
 //! [`kubelet`]; objects in [`builders`]; the Attachment CRD in [`crd`]; metrics text in
 //! [`metrics`]; DNS queries in [`dns`]; an HTTPS client for the webhook in [`https`]; the
-//! webhook started in-process and registered with the API server in [`injector`]. See
+//! webhook started in-process and registered with the API server in [`injector`]; helm and
+//! kustomize (tests/helm/build.sh) in [`helm`]; the kubectl plugin run as a subprocess in
+//! [`plugin`]. See
 //! tests/README.md. Benches and examples use the same module
 //! (`#[path = "../tests/support/mod.rs"] mod support;`): nothing here is written twice.
 
@@ -16,6 +18,7 @@ pub mod certs;
 pub mod controlplane;
 pub mod crd;
 pub mod dns;
+pub mod helm;
 pub mod https;
 pub mod impersonate;
 pub mod injector;
@@ -23,9 +26,10 @@ pub mod kubelet;
 pub mod manifests;
 pub mod metrics;
 pub mod netns;
+pub mod plugin;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
 };
 pub use crd::install_attachment_crd;
-pub use kubelet::{terminate_ephemeral, Kubelet};
+pub use kubelet::{kubelet_unreachable, terminate_ephemeral, Kubelet};

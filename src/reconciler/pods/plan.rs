@@ -144,7 +144,7 @@ mod tests {
         p.spec.containers = vec![ContainerView {
             name: "app".into(),
             image: Some("nginx".into()),
-            env: Vec::new(),
+            ..ContainerView::default()
         }];
         p.spec.ephemeral_containers = ephemeral
             .iter()
@@ -155,6 +155,7 @@ mod tests {
                     name: ENV_ATTACHMENT_UID.into(),
                     value: Some("uid-cap".into()),
                 }],
+                ..ContainerView::default()
             })
             .collect();
         p.status.phase = Some("Running".into());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use kube::core::Expression;
 
 use super::pod_view::{ContainerView, PodView, KEPT_ANNOTATION_PREFIX};
-use crate::engine::{ContainerFacts, HostNamespaces, PodFacts, ENV_ATTACHMENT_UID};
+use crate::engine::{ContainerFacts, HostNamespaces, MemoryBounds, PodFacts, ENV_ATTACHMENT_UID};
 
 type Pairs = Box<[(Box<str>, Box<str>)]>;
 
@@ -95,6 +95,7 @@ pub struct PodInfo {
     ended: Box<[Ended]>,
     /// hostNetwork, hostPID, hostIPC.
     host: [bool; 3],
+    memory: Option<MemoryBounds>,
 }
 
 fn boxed(s: &str) -> Box<str> {
@@ -145,6 +146,7 @@ impl PodInfo {
                 v.spec.host_ipc == Some(true),
             ],
             volumes: v.spec.volumes.iter().map(|c| boxed(&c.name)).collect(),
+            memory: MemoryBounds::sum(v.spec.containers.iter().map(|c| c.memory())),
             ended: v
                 .status
                 .ephemeral_container_statuses
@@ -324,6 +326,10 @@ impl PodFacts for PodInfo {
     fn security_context(&self) -> Option<&k8s_openapi::api::core::v1::PodSecurityContext> {
         None
     }
+
+    fn memory_bounds(&self) -> Option<MemoryBounds> {
+        self.memory
+    }
 }
 
 impl Ctr {
@@ -419,5 +425,29 @@ mod tests {
                 "{fixture}: sidecar"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn memory_bounds_come_from_the_containers_resources() {
+        let v: PodView = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "a"},
+            "spec": {"containers": [
+                {"name": "a", "image": "x", "resources": {"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}}},
+                {"name": "b", "image": "x", "resources": {"limits": {"memory": "1Gi", "cpu": "1"}, "requests": {"memory": "512Mi"}}}
+            ]}
+        }))
+        .expect("pod view");
+        assert_eq!(
+            PodInfo::new(&v).memory_bounds(),
+            Some(MemoryBounds {
+                limit: (64 << 20) + (1 << 30),
+                requested: (64 << 20) + (512 << 20)
+            })
+        );
     }
 }

@@ -53,6 +53,23 @@ pub struct ContainerView {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvView>,
+    /// Memory limits and requests only: the attach budget check reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourcesView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<MemoryView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<MemoryView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemoryView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,6 +80,18 @@ pub struct EnvView {
 }
 
 impl ContainerView {
+    /// `(limit, request)` memory quantities.
+    pub fn memory(&self) -> (Option<&str>, Option<&str>) {
+        let r = self.resources.as_ref();
+        fn get(m: Option<&MemoryView>) -> Option<&str> {
+            m?.memory.as_deref()
+        }
+        (
+            get(r.and_then(|r| r.limits.as_ref())),
+            get(r.and_then(|r| r.requests.as_ref())),
+        )
+    }
+
     pub fn env(&self, name: &str) -> Option<&str> {
         self.env
             .iter()

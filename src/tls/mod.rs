@@ -4,6 +4,9 @@
 //! Swapping goes through a `ResolvesServerCert`, so new handshakes get the new certificate
 //! while established connections keep theirs untouched.
 
+pub mod managed;
+pub mod pki;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,6 +35,8 @@ pub enum TlsError {
     Mismatch(rustls::Error),
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("--tls-secret: {0}")]
+    Managed(String),
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
