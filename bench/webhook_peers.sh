@@ -78,7 +78,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   fi
 fi
 echo "machine: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "profile: $profile; prev = $PREV_REV ($(git log -1 --format=%h "$PREV_REV" 2>/dev/null || echo '?')); ours = $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
+echo "profile: $profile; prev = $PREV_REV ($(git log -1 --format=%h "$PREV_REV" 2>/dev/null || echo '?')); tree at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes'), binary of $(date -ur "$ours_bin" +%FT%TZ 2>/dev/null || echo '?')"
 
 # Inputs: one key pair for every server, the shipped config, the compacted reviews.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
