@@ -109,7 +109,8 @@ async fn manifests_are_accepted_by_the_api_server() {
 }
 
 /// The rights of self-managed TLS, exactly: RBAC cannot scope `create` by name, everything
-/// else is on the one Secret and the one webhook configuration.
+/// else is on the one Secret (and a read of the agent token keys) and the one webhook
+/// configuration.
 #[test]
 fn self_managed_tls_rights_are_scoped_to_its_own_objects() {
     let docs = kustomize_build(&repo("manifests"));
@@ -124,7 +125,7 @@ fn self_managed_tls_rights_are_scoped_to_its_own_objects() {
             .map(|v| v.as_str().expect("verb").to_string())
             .collect()
     };
-    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules.len(), 4, "{rules:?}");
     for r in rules {
         if r["resources"] == serde_yaml::Value::from(vec!["leases"]) {
             // The keeper's Lease; its create is the leader-election Role's.
@@ -136,7 +137,10 @@ fn self_managed_tls_rights_are_scoped_to_its_own_objects() {
             continue;
         }
         assert_eq!(r["resources"], serde_yaml::Value::from(vec!["secrets"]));
-        if r.get("resourceNames").is_some() {
+        if r["resourceNames"] == serde_yaml::Value::from(vec!["whisperer-agent-token-keys"]) {
+            // Read to see whether the keeper must create the agent token keys; never written.
+            assert_eq!(verbs(r), ["get"]);
+        } else if r.get("resourceNames").is_some() {
             assert_eq!(
                 r["resourceNames"],
                 serde_yaml::Value::from(vec!["whisperer-injector-tls"])

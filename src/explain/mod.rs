@@ -59,15 +59,8 @@ pub struct ExplainArgs {
     /// Namespace of the target (and of documents that name none).
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// Where the injector runs (its config map is read from there).
-    #[arg(long, default_value = "whisperer-system")]
-    pub injector_namespace: String,
-    /// Profiles file to judge with instead of the injector's config map.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The injector runs with --inject-by-default.
-    #[arg(long)]
-    pub inject_by_default: bool,
+    #[command(flatten)]
+    pub source: InjectorSource,
     /// Kubeconfig; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
@@ -97,19 +90,42 @@ impl ExplainArgs {
     }
 }
 
-/// The config the injector runs with: `--config`, else its config map, else (unreadable)
-/// the built-in default, said in the report's notes.
+/// Where the injector's settings are read from (explain and the kubectl plugin).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InjectorSource {
+    /// Where the injector runs (its config map is read from there).
+    #[arg(long, default_value = "whisperer-system")]
+    pub injector_namespace: String,
+    /// Profiles file to judge with instead of the injector's config map.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The injector runs with --inject-by-default.
+    #[arg(long)]
+    pub inject_by_default: bool,
+}
+
+impl InjectorSource {
+    /// The config the injector runs with: `--config`, else its config map, else
+    /// (unreadable) the built-in default, said in the note.
+    pub async fn settings(
+        &self,
+        client: &Client,
+    ) -> Result<(Settings, Option<String>), ExplainError> {
+        injector_settings(
+            client,
+            &self.injector_namespace,
+            self.config.as_deref(),
+            self.inject_by_default,
+        )
+        .await
+    }
+}
+
 async fn settings(
     args: &ExplainArgs,
     client: &Client,
 ) -> Result<(Settings, Option<String>), ExplainError> {
-    injector_settings(
-        client,
-        &args.injector_namespace,
-        args.config.as_deref(),
-        args.inject_by_default,
-    )
-    .await
+    args.source.settings(client).await
 }
 
 /// The injector's settings as explain judges with them (also `kubectl whisper outdated`):

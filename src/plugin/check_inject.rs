@@ -16,15 +16,8 @@ pub struct CheckInjectArgs {
     /// standard input.
     #[arg(short = 'f', long = "filename", conflicts_with = "target")]
     pub file: Option<PathBuf>,
-    /// Where the injector runs (its config map is read from there).
-    #[arg(long, default_value = "whisperer-system")]
-    pub injector_namespace: String,
-    /// Profiles file to judge with instead of the injector's config map.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The injector runs with --inject-by-default.
-    #[arg(long)]
-    pub inject_by_default: bool,
+    #[command(flatten)]
+    pub source: explain::InjectorSource,
     /// Output: text or json (explain's report).
     #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
@@ -37,9 +30,7 @@ impl CheckInjectArgs {
             target: self.target.clone(),
             file: self.file.clone(),
             namespace: namespace.to_string(),
-            injector_namespace: self.injector_namespace.clone(),
-            config: self.config.clone(),
-            inject_by_default: self.inject_by_default,
+            source: self.source.clone(),
             kubeconfig: None,
             output: self.output.clone(),
         }

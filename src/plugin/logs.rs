@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::io::AsyncBufReadExt;
@@ -28,12 +27,8 @@ pub struct LogsArgs {
     /// Only lines newer than this, e.g. 10m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
-    /// Where the injector runs (its config map names the profiles' images).
-    #[arg(long, default_value = "whisperer-system")]
-    pub injector_namespace: String,
-    /// Profiles file instead of the injector's config map.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: crate::explain::InjectorSource,
 }
 
 /// One stream to open: `[pod/container]`.
@@ -57,16 +52,7 @@ enum Item {
 /// The Whisperer containers of the target's pods, in pod order.
 pub async fn sources(s: &Session, args: &LogsArgs) -> Result<(Vec<Source>, usize), PluginError> {
     let (kind, name) = target::parse(&args.target)?;
-    let (settings, note) = crate::explain::injector_settings(
-        &s.client,
-        &args.injector_namespace,
-        args.config.as_deref(),
-        false,
-    )
-    .await?;
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
+    let settings = s.injector_settings(&args.source).await?;
     // Attached Whisperers carry their Attachment's uid; when the user may list Attachments,
     // only those of live Attachments count.
     let uids: Option<HashSet<String>> =

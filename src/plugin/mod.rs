@@ -88,6 +88,21 @@ pub struct Session {
     pub namespace: String,
 }
 
+impl Session {
+    /// The injector's settings (see [`crate::explain::InjectorSource`]); a fallback to the
+    /// built-in profile is said on standard error.
+    pub async fn injector_settings(
+        &self,
+        source: &crate::explain::InjectorSource,
+    ) -> Result<crate::engine::Settings, PluginError> {
+        let (settings, note) = source.settings(&self.client).await?;
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
+        Ok(settings)
+    }
+}
+
 impl GlobalArgs {
     pub async fn session(&self) -> Result<Session, PluginError> {
         let opts = crate::kubeclient::ClientOptions {

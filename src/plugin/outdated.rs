@@ -3,7 +3,6 @@
 //! the way explain reads it), their workload, and the commands that roll them.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -20,12 +19,8 @@ pub struct OutdatedArgs {
     /// Pods of every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Where the injector runs (its config map is read from there).
-    #[arg(long, default_value = "whisperer-system")]
-    pub injector_namespace: String,
-    /// Profiles file to judge with instead of the injector's config map.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: crate::explain::InjectorSource,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -98,16 +93,7 @@ pub fn render(list: &OutdatedList, all_namespaces: bool) -> String {
 }
 
 pub async fn run(s: &Session, args: &OutdatedArgs) -> Result<Outcome, PluginError> {
-    let (settings, note) = crate::explain::injector_settings(
-        &s.client,
-        &args.injector_namespace,
-        args.config.as_deref(),
-        false,
-    )
-    .await?;
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
+    let settings = s.injector_settings(&args.source).await?;
     let api: Api<Pod> = if args.all_namespaces {
         Api::all(s.client.clone())
     } else {

@@ -280,7 +280,30 @@ async fn ensure_token_keys(
     let mut key = [0u8; 32];
     getrandom::fill(&mut key)
         .map_err(|e| KeepError::Pki(pki::PkiError::Issue(format!("random key: {e}"))))?;
-    let s = Secret {
+    // Hex text: the key file is read trimmed, and text survives `kubectl edit`.
+    let data = BTreeMap::from([(
+        crate::control::CURRENT_KEY_FILE.to_string(),
+        ByteString(hex::encode(key).into_bytes()),
+    )]);
+    let s = new_secret(cfg, name, "Opaque", data);
+    match secrets.create(&PostParams::default(), &s).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, "created the agent token keys");
+            Ok(true)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A Secret of the injector's namespace, labelled as the injector's own.
+fn new_secret(
+    cfg: &ManagedTls,
+    name: &str,
+    type_: &str,
+    data: BTreeMap<String, ByteString>,
+) -> Secret {
+    Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(cfg.namespace.clone()),
@@ -290,21 +313,9 @@ async fn ensure_token_keys(
             )])),
             ..ObjectMeta::default()
         },
-        type_: Some("Opaque".into()),
-        // Hex text: the key file is read trimmed, and text survives `kubectl edit`.
-        data: Some(BTreeMap::from([(
-            crate::control::CURRENT_KEY_FILE.to_string(),
-            ByteString(hex::encode(key).into_bytes()),
-        )])),
+        type_: Some(type_.into()),
+        data: Some(data),
         ..Secret::default()
-    };
-    match secrets.create(&PostParams::default(), &s).await {
-        Ok(_) => {
-            tracing::info!(secret = %name, "created the agent token keys");
-            Ok(true)
-        }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -324,20 +335,7 @@ async fn write(
                 .await
         }
         None => {
-            let s = Secret {
-                metadata: ObjectMeta {
-                    name: Some(cfg.secret.clone()),
-                    namespace: Some(cfg.namespace.clone()),
-                    labels: Some(BTreeMap::from([(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "whisperer-injector".to_string(),
-                    )])),
-                    ..ObjectMeta::default()
-                },
-                type_: Some("kubernetes.io/tls".into()),
-                data: Some(data),
-                ..Secret::default()
-            };
+            let s = new_secret(cfg, &cfg.secret, "kubernetes.io/tls", data);
             secrets.create(&PostParams::default(), &s).await
         }
     };
