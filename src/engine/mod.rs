@@ -22,11 +22,14 @@ pub mod stale;
 pub mod trace;
 
 pub use admission::{
-    decide_admission, decide_admission_traced, decide_sidecar, decide_sidecar_traced,
-    AdmissionSubject,
+    decide_admission, decide_admission_planned, decide_admission_traced, decide_sidecar,
+    decide_sidecar_traced, AdmissionSubject, Planned,
 };
 pub use attach::{decide_attach, ephemeral_container_name, AttachSubject};
-pub use plan::{HostAliasChange, Placement, Plan};
+pub use plan::{
+    base_marker, base_sidecar_container, host_alias_changes, HostAliasChange, Placement, Plan,
+    SidecarChoice,
+};
 pub use pod_facts::{ContainerFacts, HostNamespaces, MemoryBounds, PodFacts};
 pub use skip::SkipReason;
 

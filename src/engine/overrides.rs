@@ -81,6 +81,13 @@ fn set(resources: &mut Option<ResourceRequirements>, key: &str, value: &str, lim
     }
 }
 
+/// The pod asks for at least one override (so its sidecar differs from the profile's).
+pub fn requested<'a>(get: impl Fn(&str) -> Option<&'a str>) -> bool {
+    [ANNOTATION_CPU, ANNOTATION_MEMORY, ANNOTATION_FILTER]
+        .into_iter()
+        .any(|k| get(k).is_some())
+}
+
 /// Applies the pod's override annotations to `container`; an override the profile does not
 /// allow, or a value outside its range, is an error saying which.
 pub fn apply(

@@ -142,7 +142,7 @@ fn owned_by_batch(pod: &impl PodFacts, kinds: &[String]) -> bool {
     })
 }
 
-fn host_alias_changes(pod_aliases: &[HostAlias], wanted: &[HostAlias]) -> Vec<HostAliasChange> {
+pub fn host_alias_changes(pod_aliases: &[HostAlias], wanted: &[HostAlias]) -> Vec<HostAliasChange> {
     let mut changes: Vec<HostAliasChange> = Vec::new();
     for want in wanted {
         let hostnames = want.hostnames.as_deref().unwrap_or_default();
@@ -184,15 +184,25 @@ fn host_alias_changes(pod_aliases: &[HostAlias], wanted: &[HostAlias]) -> Vec<Ho
     changes
 }
 
-/// Plans a sidecar injection at admission time.
-pub(crate) fn sidecar(
+/// Where the sidecar goes in this pod, decided before anything is built: the checks that can
+/// refuse the pod (name conflicts, native sidecars unsupported) and the placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidecarChoice {
+    pub placement: Placement,
+    pub warnings: Vec<String>,
+}
+
+pub(crate) fn choose_sidecar(
     pod: &impl PodFacts,
     profile_name: &str,
     profile: &Profile,
     settings: &Settings,
-) -> Decision {
+) -> Result<SidecarChoice, Decision> {
     if !pod.has_spec() {
-        return Decision::problem(SkipReason::NotAPod, "pod has no spec".into());
+        return Err(Decision::problem(
+            SkipReason::NotAPod,
+            "pod has no spec".into(),
+        ));
     }
     let name = profile.container_name();
     let taken = pod
@@ -202,20 +212,20 @@ pub(crate) fn sidecar(
         .chain(pod.ephemeral_names())
         .any(|n| n == name);
     if taken {
-        return Decision::problem(
+        return Err(Decision::problem(
             SkipReason::NameConflict,
             format!("the pod already has a container named {name:?}"),
-        );
+        ));
     }
     if let Some(v) = profile
         .volumes
         .iter()
         .find(|v| pod.volume_names().any(|p| p == v.name))
     {
-        return Decision::problem(
+        return Err(Decision::problem(
             SkipReason::NameConflict,
             format!("the pod already has a volume named {:?}", v.name),
-        );
+        ));
     }
 
     let native = settings.native_sidecars();
@@ -224,13 +234,13 @@ pub(crate) fn sidecar(
     let placement = match profile.sidecar_mode {
         SidecarMode::Classic => Placement::Sidecar,
         SidecarMode::Native if !native => {
-            return Decision::problem(
+            return Err(Decision::problem(
                 SkipReason::NativeSidecarUnsupported,
                 format!(
                     "profile {profile_name:?} asks for a native sidecar, which needs Kubernetes {}.{} or later",
                     NATIVE_SIDECARS_SINCE.0, NATIVE_SIDECARS_SINCE.1
                 ),
-            )
+            ))
         }
         SidecarMode::Native => Placement::NativeSidecar,
         SidecarMode::Auto if batch && native => Placement::NativeSidecar,
@@ -245,23 +255,41 @@ pub(crate) fn sidecar(
             Placement::Sidecar
         }
     };
-    let mut container = container(
-        profile_name,
-        profile,
-        name,
-        settings.dns_server.as_deref(),
-        Vec::new(),
-    );
     let hold = profile
         .hold_application_until_ready
         .unwrap_or(placement == Placement::NativeSidecar);
+    let placement = match (placement, hold) {
+        (Placement::Sidecar, true) => Placement::FirstSidecar,
+        (p, _) => p,
+    };
+    Ok(SidecarChoice {
+        placement,
+        warnings,
+    })
+}
+
+/// The sidecar container for a placement before any per-pod override: the same for every pod
+/// of a profile, so the webhook builds it once per config load.
+pub fn base_sidecar_container(
+    profile_name: &str,
+    profile: &Profile,
+    settings: &Settings,
+    placement: Placement,
+) -> Container {
+    let mut container = container(
+        profile_name,
+        profile,
+        profile.container_name(),
+        settings.dns_server.as_deref(),
+        Vec::new(),
+    );
     let ready = || ExecAction {
         command: Some(profile.ready_command()),
     };
-    let placement = match (placement, hold) {
-        (Placement::NativeSidecar, true) => {
-            // The kubelet starts later init and app containers once a native sidecar's
-            // startupProbe passed.
+    match placement {
+        // The kubelet starts later init and app containers once a native sidecar's
+        // startupProbe passed.
+        Placement::NativeSidecar if profile.hold_application_until_ready.unwrap_or(true) => {
             container.startup_probe = Some(Probe {
                 exec: Some(ready()),
                 period_seconds: Some(1),
@@ -269,9 +297,8 @@ pub(crate) fn sidecar(
                 failure_threshold: Some(60),
                 ..Default::default()
             });
-            Placement::NativeSidecar
         }
-        (Placement::Sidecar, true) => {
+        Placement::FirstSidecar => {
             container.lifecycle = Some(Lifecycle {
                 post_start: Some(LifecycleHandler {
                     exec: Some(ready()),
@@ -279,13 +306,46 @@ pub(crate) fn sidecar(
                 }),
                 ..Default::default()
             });
-            Placement::FirstSidecar
         }
-        (p, _) => p,
-    };
+        _ => {}
+    }
     if placement == Placement::NativeSidecar {
         container.restart_policy = Some("Always".into());
     }
+    container
+}
+
+/// The marker of an injection without overrides: `profile=<name>,hash=<16 hex>`.
+pub fn base_marker(
+    profile_name: &str,
+    profile: &Profile,
+    container: &Container,
+    placement: Placement,
+) -> String {
+    let hash = plan_hash(
+        container,
+        placement,
+        &profile.host_aliases,
+        &profile.volumes,
+    );
+    marker_value(profile_name, &hash)
+}
+
+/// Plans a sidecar injection at admission time.
+pub(crate) fn sidecar(
+    pod: &impl PodFacts,
+    profile_name: &str,
+    profile: &Profile,
+    settings: &Settings,
+) -> Decision {
+    let SidecarChoice {
+        placement,
+        warnings,
+    } = match choose_sidecar(pod, profile_name, profile, settings) {
+        Ok(choice) => choice,
+        Err(refused) => return refused,
+    };
+    let mut container = base_sidecar_container(profile_name, profile, settings, placement);
     if let Err(why) = super::overrides::apply_with(
         &mut container,
         |key| pod.annotation(key),
@@ -295,7 +355,7 @@ pub(crate) fn sidecar(
     }
     let host_aliases = host_alias_changes(pod.host_aliases(), &profile.host_aliases);
     let volumes = profile.volumes.clone();
-    let hash = plan_hash(&container, placement, &profile.host_aliases, &volumes);
+    let marker = base_marker(profile_name, profile, &container, placement);
     Decision::Inject(Box::new(Plan {
         profile: profile_name.to_string(),
         container,
@@ -303,7 +363,7 @@ pub(crate) fn sidecar(
         target_container: None,
         host_aliases,
         volumes,
-        marker: marker_value(profile_name, &hash),
+        marker,
         warnings,
     }))
 }

@@ -51,7 +51,7 @@ fn namespace_text(ns: &str, why: NamespaceDenial) -> String {
 pub fn resolve_profile<'s>(
     settings: &'s Settings,
     namespace: &str,
-    requested: Option<&'s str>,
+    requested: Option<&str>,
 ) -> Result<(&'s str, &'s Profile), Refusal> {
     settings
         .namespaces
@@ -59,7 +59,8 @@ pub fn resolve_profile<'s>(
         .map_err(|why| refusal(SkipReason::NamespaceDenied, namespace_text(namespace, why)))?;
     let cfg = &settings.config;
     let name = requested.unwrap_or(&cfg.default_profile);
-    let Some(profile) = cfg.profiles.get(name) else {
+    // The map's own key: the name outlives the pod it was requested by.
+    let Some((name, profile)) = cfg.profiles.get_key_value(name) else {
         return Err(refusal(
             SkipReason::UnknownProfile,
             format!("profile {name:?} is not configured"),
@@ -73,7 +74,7 @@ pub fn resolve_profile<'s>(
             format!("profile {name:?} may not be used in namespace {namespace:?}"),
         ));
     }
-    Ok((name, profile))
+    Ok((name.as_str(), profile))
 }
 
 /// Host namespaces the pod shares with its node, in the order the pod spec names them.

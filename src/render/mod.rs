@@ -3,6 +3,8 @@
 
 mod ephemeral;
 mod patch;
+mod spliced;
 
 pub use ephemeral::ephemeral_container;
 pub use patch::{json_patch, pointer_escape, PatchOp, ANNOTATION_DEFAULT_CONTAINER};
+pub use spliced::Fragments;

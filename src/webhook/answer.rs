@@ -1,24 +1,56 @@
 //! One admission answer from one request body: parse, decide, render. Synchronous and free
 //! of I/O so it can be measured and tested on its own; the handler adds HTTP around it.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use super::error::ReviewError;
 use super::namespaces::PodSecurityLevels;
 use super::pod_shape::parse_admitted_pod;
+use super::prepared::Prepared;
 use super::requester;
-use super::review::{nesting_exceeds, ResponseOut, ReviewIn, API_VERSION, MAX_NESTING};
+use super::review::{nesting_exceeds, write_review, ReviewIn, API_VERSION, MAX_NESTING};
 use crate::engine::reinvocation::displaced_native_sidecar;
-use crate::engine::{decide_admission, AdmissionSubject, Decision, Settings, SkipReason};
+use crate::engine::{
+    decide_admission, decide_admission_planned, AdmissionSubject, Decision, Planned, Settings,
+    SkipReason,
+};
 use crate::metrics::{Outcome, RequestLabels};
 use crate::render::json_patch;
 
-/// The response body for a request body, with the metric labels it counts under.
+thread_local! {
+    /// The patch before it is base64-encoded into the answer: one buffer per thread, reused.
+    static PATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+const INJECTED: RequestLabels = RequestLabels {
+    outcome: Outcome::injected,
+    reason: "none",
+};
+
+/// The response body for a request body, with the metric labels it counts under. Prepares
+/// the settings' fragments on every call: servers keep a [`Prepared`] and call [`answer_into`].
 pub fn answer(
     bytes: &[u8],
     settings: &Settings,
     pod_security: &PodSecurityLevels,
 ) -> Result<(RequestLabels, Vec<u8>), ReviewError> {
+    let prepared = Prepared::new(Arc::new(settings.clone()));
+    let mut out = Vec::new();
+    let labels = answer_into(bytes, &prepared, pod_security, &mut out)?;
+    Ok((labels, out))
+}
+
+/// [`answer`], appending the response body to `out`.
+pub fn answer_into(
+    bytes: &[u8],
+    prepared: &Prepared,
+    pod_security: &PodSecurityLevels,
+    out: &mut Vec<u8>,
+) -> Result<RequestLabels, ReviewError> {
+    let settings = prepared.settings();
     if nesting_exceeds(bytes, MAX_NESTING) {
         return Err(ReviewError::Json(format!(
             "nesting deeper than {MAX_NESTING} levels"
@@ -49,11 +81,12 @@ pub fn answer(
     );
     let _entered = span.enter();
     if requester::is_attachment(&req.kind) {
-        let (labels, out) = requester::respond(&req, uid)?;
-        let body =
-            serde_json::to_vec(&out.into_review()).map_err(|e| ReviewError::Body(e.to_string()))?;
+        let (labels, answer) = requester::respond(&req, uid)?;
+        let body = serde_json::to_vec(&answer.into_review())
+            .map_err(|e| ReviewError::Body(e.to_string()))?;
+        out.extend_from_slice(&body);
         span.record("outcome", tracing::field::debug(labels.outcome));
-        return Ok((labels, body));
+        return Ok(labels);
     }
     // Only a pod being created can be injected: nothing else is parsed.
     let is_pod_create = req.kind.group.is_empty()
@@ -77,9 +110,76 @@ pub fn answer(
         pod: pod.as_ref(),
         pod_security: pod_security.enforce(&req.namespace),
     };
-    let decision = decide_admission(&subject, settings);
+    let labels = match (decide_admission_planned(&subject, settings), pod.as_ref()) {
+        (
+            Planned::Base {
+                profile_name,
+                choice,
+                ..
+            },
+            Some(pod),
+        ) => match prepared.fragments(profile_name, choice.placement) {
+            Some(fragments) => {
+                let warnings: Vec<String> = choice
+                    .warnings
+                    .iter()
+                    .map(|w| format!("whisperer: {w}"))
+                    .collect();
+                PATCH.with_borrow_mut(|patch| {
+                    patch.clear();
+                    fragments.write_patch(pod, patch);
+                    write_review(
+                        out,
+                        uid,
+                        Some(patch),
+                        &warnings,
+                        &[("injected", fragments.marker())],
+                    );
+                });
+                tracing::debug!(uid, namespace = %req.namespace, profile = %profile_name, dry_run = req.dry_run, "injected");
+                INJECTED
+            }
+            // Not a placement the webhook prepares: the plan is built from types.
+            None => decided(
+                decide_admission(&subject, settings),
+                Some(pod),
+                settings,
+                uid,
+                &req.namespace,
+                req.dry_run,
+                out,
+            )?,
+        },
+        (Planned::Base { .. }, None) => {
+            return Err(ReviewError::BadPod("request.object is missing".into()))
+        }
+        (Planned::Decided(decision), pod) => decided(
+            decision,
+            pod,
+            settings,
+            uid,
+            &req.namespace,
+            req.dry_run,
+            out,
+        )?,
+    };
+    span.record("outcome", tracing::field::debug(labels.outcome));
+    Ok(labels)
+}
+
+/// Writes the answer for a decision the engine made in full (a plan built from types, or a
+/// skip).
+fn decided(
+    decision: Decision,
+    pod: Option<&Pod>,
+    settings: &Settings,
+    uid: &str,
+    namespace: &str,
+    dry_run: bool,
+    out: &mut Vec<u8>,
+) -> Result<RequestLabels, ReviewError> {
     // Only a reinvoked call for a pod we injected can have a displaced Whisperer.
-    let displaced = match (&decision, pod.as_ref()) {
+    let displaced = match (&decision, pod) {
         (
             Decision::Skip {
                 reason: SkipReason::AlreadyInjected,
@@ -89,25 +189,25 @@ pub fn answer(
         ) => displaced_native_sidecar(p, settings),
         _ => None,
     };
-    let mut out = ResponseOut::allow(uid);
     let labels = match &decision {
         Decision::Inject(plan) => {
             // `pod` is Some whenever the engine planned an injection.
-            let ops = pod
-                .as_ref()
-                .map(|p| json_patch(p, plan))
-                .unwrap_or_default();
+            let ops = pod.map(|p| json_patch(p, plan)).unwrap_or_default();
             let patch = serde_json::to_vec(&ops).map_err(|e| ReviewError::Body(e.to_string()))?;
-            out = out.with_patch(&patch);
-            out.warnings
-                .extend(plan.warnings.iter().map(|w| format!("whisperer: {w}")));
-            out.audit_annotations
-                .push(("injected", plan.marker.clone()));
-            tracing::debug!(uid, namespace = %req.namespace, profile = %plan.profile, dry_run = req.dry_run, "injected");
-            RequestLabels {
-                outcome: Outcome::injected,
-                reason: "none",
-            }
+            let warnings: Vec<String> = plan
+                .warnings
+                .iter()
+                .map(|w| format!("whisperer: {w}"))
+                .collect();
+            write_review(
+                out,
+                uid,
+                Some(&patch),
+                &warnings,
+                &[("injected", &plan.marker)],
+            );
+            tracing::debug!(uid, namespace, profile = %plan.profile, dry_run, "injected");
+            INJECTED
         }
         Decision::Skip {
             reason: SkipReason::AlreadyInjected,
@@ -117,33 +217,40 @@ pub fn answer(
             let patch = format!(
                 r#"[{{"op":"move","from":"/spec/initContainers/{from}","path":"/spec/initContainers/0"}}]"#
             );
-            out = out.with_patch(patch.as_bytes());
-            out.audit_annotations
-                .push(("reordered", format!("initContainers[{from}] -> [0]")));
-            tracing::debug!(uid, namespace = %req.namespace, from, "reinvoked: Whisperer put first again");
+            let moved = format!("initContainers[{from}] -> [0]");
+            write_review(
+                out,
+                uid,
+                Some(patch.as_bytes()),
+                &[],
+                &[("reordered", &moved)],
+            );
+            tracing::debug!(uid, namespace, from, "reinvoked: Whisperer put first again");
             RequestLabels {
                 outcome: Outcome::injected,
                 reason: "reordered",
             }
         }
         Decision::Skip { reason, detail } => {
-            if let Some(detail) = detail {
-                out.warnings
-                    .push(format!("whisperer: not injected ({reason}): {detail}"));
-            }
-            out.audit_annotations
-                .push(("skip-reason", reason.as_str().to_string()));
-            tracing::debug!(uid, namespace = %req.namespace, %reason, "skipped");
+            let warnings: Vec<String> = detail
+                .iter()
+                .map(|d| format!("whisperer: not injected ({reason}): {d}"))
+                .collect();
+            write_review(
+                out,
+                uid,
+                None,
+                &warnings,
+                &[("skip-reason", reason.as_str())],
+            );
+            tracing::debug!(uid, namespace, %reason, "skipped");
             RequestLabels {
                 outcome: Outcome::skipped,
                 reason: reason.as_str(),
             }
         }
     };
-    span.record("outcome", tracing::field::debug(labels.outcome));
-    let body =
-        serde_json::to_vec(&out.into_review()).map_err(|e| ReviewError::Body(e.to_string()))?;
-    Ok((labels, body))
+    Ok(labels)
 }
 
 #[cfg(test)]

@@ -22,9 +22,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::answer::answer;
+use super::answer::answer_into;
 use super::error::ReviewError;
 use super::namespaces::PodSecurityLevels;
+use super::prepared::PreparedCache;
 use crate::engine::SharedSettings;
 use crate::http_error::json_error;
 use crate::metrics::{InFlight, Outcome, RequestLabels, WebhookMetrics};
@@ -33,6 +34,10 @@ use crate::metrics::{InFlight, Outcome, RequestLabels, WebhookMetrics};
 /// `Content-Length` says so). kube-apiserver refuses objects over about 3 MiB
 /// (`--max-request-bytes`/etcd's limit), so no real review is larger.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Room for a typical answer (an injection's base64 patch is 2-4 KB), so the body is written
+/// without regrowing.
+const ANSWER_CAPACITY: usize = 8 * 1024;
 
 /// How much `/mutate` takes on at once; beyond it a request gets 503 before its body is read.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +71,8 @@ pub struct WebhookState {
     pub ready: AtomicBool,
     /// Filled by a namespace watch when the server has cluster credentials.
     pub pod_security: PodSecurityLevels,
+    /// The settings' patch fragments, serialized once per config load.
+    prepared: PreparedCache,
     /// Components `/readyz` waits for besides the listener.
     pub readiness: super::readiness::Readiness,
     gates: Gates,
@@ -78,8 +85,10 @@ impl WebhookState {
         registry: Arc<Registry>,
         limits: ReviewLimits,
     ) -> Arc<WebhookState> {
+        let prepared = PreparedCache::new(settings.load_full());
         Arc::new(WebhookState {
             settings,
+            prepared,
             metrics,
             registry,
             ready: AtomicBool::new(false),
@@ -231,9 +240,11 @@ async fn review(
         .and_then(|v| v.parse::<usize>().ok());
     let mut buf = BodyBuffer::new(&st.gates, &st.metrics.body_bytes);
     buf.read(body, declared).await?;
-    let settings = st.settings.load();
+    let prepared = st.prepared.get(&st.settings.load());
     // The body stays charged to the budget while it is parsed.
-    answer(&buf.bytes, &settings, &st.pod_security)
+    let mut out = Vec::with_capacity(ANSWER_CAPACITY);
+    let labels = answer_into(&buf.bytes, &prepared, &st.pod_security, &mut out)?;
+    Ok((labels, out))
 }
 
 /// A request body read into one buffer whose capacity is charged to the byte budget before

@@ -16,6 +16,17 @@ pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
+/// The profiles and namespace lists of `manifests/configmap.yaml` (`data.config.yaml`).
+pub fn shipped_config() -> whisperer_injector::config::Config {
+    let path = repo("manifests/configmap.yaml");
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("configmap.yaml"))
+            .expect("ConfigMap");
+    let text = &cm.data.as_ref().expect("data")["config.yaml"];
+    whisperer_injector::config::Config::parse(text, &path.display().to_string())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[derive(Deserialize)]
 struct Kustomization {
     namespace: Option<String>,
