@@ -411,7 +411,8 @@ pub fn issue_serving(
     })
 }
 
-fn validate_request(req: &CertRequest) -> Result<(), CertsError> {
+/// Checks the names of a request (Service, namespace, extra DNS names) as issuing would.
+pub fn validate_request(req: &CertRequest) -> Result<(), CertsError> {
     validate_label("service", &req.service)?;
     validate_label("namespace", &req.namespace)?;
     for dns in &req.extra_dns {

@@ -15,8 +15,8 @@ mod secret;
 mod template;
 
 pub use certs::{
-    generate, generate_ca, issue_serving, sans, CertRequest, CertsError, GeneratedCerts, IssuedPem,
-    KeyAlgorithm, NOT_BEFORE_SKEW,
+    generate, generate_ca, issue_serving, sans, validate_request, CertRequest, CertsError,
+    GeneratedCerts, IssuedPem, KeyAlgorithm, NOT_BEFORE_SKEW,
 };
 pub use secret::secret_manifest;
 pub use template::{

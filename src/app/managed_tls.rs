@@ -60,12 +60,8 @@ pub(super) fn config(args: &ServeArgs, secret: &str) -> Result<ManagedTls, AppEr
         }
     }
     // Bad names fail at start, not on the first renewal.
-    certs_gen::generate_ca(
-        &request,
-        certs_gen::OffsetDateTime::now_utc(),
-        certs_gen::Duration::seconds(60),
-    )
-    .map_err(|e| AppError::Tls(crate::tls::TlsError::Managed(e.to_string())))?;
+    certs_gen::validate_request(&request)
+        .map_err(|e| AppError::Tls(crate::tls::TlsError::Managed(e.to_string())))?;
     Ok(ManagedTls {
         namespace: args.namespace.clone(),
         secret: secret.to_string(),

@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::pki::{self, Pki, PkiPolicy, Step};
+use super::pki::{self, Change, Pki, PkiPolicy, Step};
 use super::{LoadedCert, SwappableCert};
 
 /// What the keeper did, per replica: only the leader's counters move.
@@ -171,6 +171,10 @@ enum KeepError {
     Pki(#[from] pki::PkiError),
     #[error("the Secret exists with type {0:?}; it must be kubernetes.io/tls (delete it to let the injector create it)")]
     WrongType(String),
+    #[error("caBundle patch: {0}")]
+    Patch(serde_json::Error),
+    #[error("random key: {0}")]
+    Random(getrandom::Error),
 }
 
 /// The leader: keeps the Secret and the caBundle right until `stop`.
@@ -182,7 +186,22 @@ pub async fn keep(
 ) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(client);
+    // Checked until seen once per term: nothing here deletes or changes it afterwards.
+    let mut token_keys = cfg.token_keys_secret.clone();
     loop {
+        if let Some(name) = &token_keys {
+            match ensure_token_keys(&secrets, &cfg, name).await {
+                Ok(created) => {
+                    if created {
+                        metrics.wrote(WriteStep::agent_token_keys);
+                    }
+                    token_keys = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, secret = %name, "cannot check the agent token keys; retrying");
+                }
+            }
+        }
         let wait = match keep_once(&secrets, &hooks, &cfg, &metrics).await {
             Ok(wait) => wait,
             Err(e) => {
@@ -204,11 +223,6 @@ async fn keep_once(
     cfg: &ManagedTls,
     metrics: &KeeperMetrics,
 ) -> Result<Duration, KeepError> {
-    if let Some(name) = &cfg.token_keys_secret {
-        if ensure_token_keys(secrets, cfg, name).await? {
-            metrics.wrote(WriteStep::agent_token_keys);
-        }
-    }
     let current = secrets.get_opt(&cfg.secret).await?;
     if let Some(t) = current.as_ref().and_then(|s| s.type_.as_deref()) {
         if t != "kubernetes.io/tls" {
@@ -235,31 +249,34 @@ async fn keep_once(
         published,
     );
     let base = parsed.as_ref().and_then(|r| r.as_ref().ok());
-    match &step {
+    let change = match step {
         Step::Wait(s) => {
-            let s = u64::try_from(*s).unwrap_or(1);
+            let s = u64::try_from(s).unwrap_or(1);
             return Ok(cfg.interval.min(Duration::from_secs(s)));
         }
-        Step::Create(why) => {
+        Step::Write(change) => change,
+    };
+    match &change {
+        Change::Create(why) => {
             tracing::info!(secret = %cfg.secret, reason = %why, "creating the CA and serving certificate")
         }
-        Step::RollCa => {
+        Change::RollCa => {
             tracing::info!(secret = %cfg.secret, "rolling the CA: new CA trusted beside the old one")
         }
-        Step::IssueLeaf(why) => {
+        Change::IssueLeaf(why) => {
             tracing::info!(secret = %cfg.secret, reason = why, "issuing a new serving certificate")
         }
-        Step::DropOldCas => {
+        Change::DropOldCas => {
             tracing::info!(secret = %cfg.secret, "CA roll done: the old CA is no longer trusted")
         }
     }
-    let data = pki::apply(&step, base, &cfg.policy, now)?;
+    let data = pki::apply(&change, base, &cfg.policy, now)?;
     if write(secrets, cfg, current, data).await? {
-        metrics.wrote(match step {
-            Step::Create(_) => WriteStep::create,
-            Step::RollCa => WriteStep::roll_ca,
-            Step::IssueLeaf(_) => WriteStep::issue_serving,
-            Step::DropOldCas | Step::Wait(_) => WriteStep::drop_old_ca,
+        metrics.wrote(match change {
+            Change::Create(_) => WriteStep::create,
+            Change::RollCa => WriteStep::roll_ca,
+            Change::IssueLeaf(_) => WriteStep::issue_serving,
+            Change::DropOldCas => WriteStep::drop_old_ca,
         });
     }
     // Straight on: the next pass publishes what was written.
@@ -278,8 +295,7 @@ async fn ensure_token_keys(
         return Ok(false);
     }
     let mut key = [0u8; 32];
-    getrandom::fill(&mut key)
-        .map_err(|e| KeepError::Pki(pki::PkiError::Issue(format!("random key: {e}"))))?;
+    getrandom::fill(&mut key).map_err(KeepError::Random)?;
     // Hex text: the key file is read trimmed, and text survives `kubectl edit`.
     let data = BTreeMap::from([(
         crate::control::CURRENT_KEY_FILE.to_string(),
@@ -383,8 +399,8 @@ async fn publish(
     if ops.is_empty() {
         return Ok(Published::Already);
     }
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
-        .map_err(|e| KeepError::Pki(pki::PkiError::Issue(format!("caBundle patch: {e}"))))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).map_err(KeepError::Patch)?;
     hooks
         .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await?;

@@ -71,6 +71,15 @@ pub enum PkiError {
 /// What the leader does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Nothing to do for this many seconds.
+    Wait(i64),
+    /// Write the Secret with this change ([`apply`]).
+    Write(Change),
+}
+
+/// A change to the Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
     /// Nothing usable in the Secret: a new CA and serving pair.
     Create(PkiError),
     /// The CA is two-thirds through its life: a new one goes in front of the bundle.
@@ -79,8 +88,6 @@ pub enum Step {
     IssueLeaf(&'static str),
     /// The serving pair comes from the newest CA and the overlap is over: trust only it.
     DropOldCas,
-    /// Nothing to do for this many seconds.
-    Wait(i64),
 }
 
 /// Two-thirds of the way from issue (`notBefore` is backdated by the clock skew) to expiry.
@@ -193,44 +200,50 @@ pub fn next_step(
     published: bool,
 ) -> Step {
     let pki = match read {
-        None => return Step::Create(PkiError::Missing(TLS_CRT)),
-        Some(Err(e)) => return Step::Create(e.clone()),
+        None => return Step::Write(Change::Create(PkiError::Missing(TLS_CRT))),
+        Some(Err(e)) => return Step::Write(Change::Create(e.clone())),
         Some(Ok(p)) => p,
     };
     let overlap = policy.overlap.whole_seconds();
     let newest = &pki.cas[0];
     if now >= newest.not_after {
-        return Step::Create(PkiError::Invalid {
+        return Step::Write(Change::Create(PkiError::Invalid {
             key: CA_CRT,
             reason: "the CA has expired".into(),
-        });
+        }));
     }
     if now >= renew_point(newest.not_before, newest.not_after) {
-        return Step::RollCa;
+        return Step::Write(Change::RollCa);
     }
     if !pki.leaf_from_any() || now >= pki.leaf.not_after {
-        return Step::IssueLeaf("the serving certificate is not from a trusted CA or expired");
+        return Step::Write(Change::IssueLeaf(
+            "the serving certificate is not from a trusted CA or expired",
+        ));
     }
     let ca_published_at = newest.not_before + skew();
     if !pki.leaf_from_newest() {
         if published && now >= ca_published_at + overlap {
-            return Step::IssueLeaf("moving to the new CA");
+            return Step::Write(Change::IssueLeaf("moving to the new CA"));
         }
         let wait = (ca_published_at + overlap - now).max(1);
         return Step::Wait(if published { wait } else { 1 });
     }
     let wanted = certs_gen::sans(&policy.request);
     if pki.leaf.sans != wanted {
-        return Step::IssueLeaf("the serving certificate's names differ from the flags");
+        return Step::Write(Change::IssueLeaf(
+            "the serving certificate's names differ from the flags",
+        ));
     }
     let leaf_renew = renew_point(pki.leaf.not_before, pki.leaf.not_after);
     if now >= leaf_renew {
-        return Step::IssueLeaf("the serving certificate is two-thirds through its life");
+        return Step::Write(Change::IssueLeaf(
+            "the serving certificate is two-thirds through its life",
+        ));
     }
     let leaf_issued_at = pki.leaf.not_before + skew();
     if pki.cas.len() > 1 {
         if now >= leaf_issued_at + overlap {
-            return Step::DropOldCas;
+            return Step::Write(Change::DropOldCas);
         }
         return Step::Wait((leaf_issued_at + overlap - now).max(1));
     }
@@ -238,9 +251,9 @@ pub fn next_step(
     Step::Wait((leaf_renew.min(ca_renew) - now).max(1))
 }
 
-/// The Secret data after `step` (which must not be `Wait`).
+/// The Secret data after `change`.
 pub fn apply(
-    step: &Step,
+    change: &Change,
     read: Option<&Pki>,
     policy: &PkiPolicy,
     now: OffsetDateTime,
@@ -265,8 +278,8 @@ pub fn apply(
             (TLS_KEY.to_string(), key),
         ])
     };
-    match (step, read) {
-        (Step::Create(_), _) | (_, None) => {
+    match (change, read) {
+        (Change::Create(_), _) | (_, None) => {
             let ca = new_ca()?;
             let leaf = leaf_from(&ca)?;
             Ok(pack(
@@ -276,7 +289,7 @@ pub fn apply(
                 leaf.key_pem.into_bytes(),
             ))
         }
-        (Step::RollCa, Some(p)) => {
+        (Change::RollCa, Some(p)) => {
             let ca = new_ca()?;
             let at = now.unix_timestamp();
             let still_valid: String = p
@@ -292,7 +305,7 @@ pub fn apply(
                 p.tls_key.clone(),
             ))
         }
-        (Step::IssueLeaf(_), Some(p)) => {
+        (Change::IssueLeaf(_), Some(p)) => {
             let leaf = leaf_from(&newest_of(p))?;
             Ok(pack(
                 p.ca_bundle(),
@@ -301,14 +314,8 @@ pub fn apply(
                 leaf.key_pem.into_bytes(),
             ))
         }
-        (Step::DropOldCas, Some(p)) => Ok(pack(
+        (Change::DropOldCas, Some(p)) => Ok(pack(
             p.cas[0].pem.clone(),
-            &p.ca_key_pem,
-            p.tls_crt.clone(),
-            p.tls_key.clone(),
-        )),
-        (Step::Wait(_), Some(p)) => Ok(pack(
-            p.ca_bundle(),
             &p.ca_key_pem,
             p.tls_crt.clone(),
             p.tls_key.clone(),

@@ -17,7 +17,7 @@ fn at(t: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(t).expect("time")
 }
 
-/// Takes the step the leader would take at `t` and returns the Secret it writes.
+/// The step the leader takes at `t`, and the Secret after it (unchanged on a wait).
 fn run(
     data: Option<&BTreeMap<String, Vec<u8>>>,
     t: i64,
@@ -26,7 +26,10 @@ fn run(
     let pki = data.map(Pki::parse);
     let step = next_step(pki.as_ref().map(|r| r.as_ref()), &policy(), t, published);
     let base = pki.and_then(Result::ok);
-    let out = apply(&step, base.as_ref(), &policy(), at(t)).expect("apply");
+    let out = match &step {
+        Step::Write(change) => apply(change, base.as_ref(), &policy(), at(t)).expect("apply"),
+        Step::Wait(_) => data.cloned().expect("a wait needs a Secret"),
+    };
     (step, out)
 }
 
@@ -37,7 +40,7 @@ fn parsed(d: &BTreeMap<String, Vec<u8>>) -> Pki {
 #[test]
 fn a_missing_secret_is_created_and_then_left_alone() {
     let (step, data) = run(None, T0, false);
-    assert!(matches!(step, Step::Create(_)), "{step:?}");
+    assert!(matches!(step, Step::Write(Change::Create(_))), "{step:?}");
     let p = parsed(&data);
     assert_eq!(p.trusted_cas(), 1);
     assert!(p.leaf_from_newest());
@@ -54,7 +57,9 @@ fn the_serving_certificate_is_renewed_at_two_thirds_from_the_same_ca() {
     let (step, renewed) = run(Some(&data), T0 + 60, true);
     assert_eq!(
         step,
-        Step::IssueLeaf("the serving certificate is two-thirds through its life")
+        Step::Write(Change::IssueLeaf(
+            "the serving certificate is two-thirds through its life"
+        ))
     );
     assert_eq!(renewed[CA_CRT], data[CA_CRT], "the bundle does not change");
     assert_ne!(renewed[TLS_CRT], data[TLS_CRT]);
@@ -70,7 +75,7 @@ fn a_ca_roll_keeps_both_cas_trusted_while_the_serving_certificate_moves() {
         t += 1;
         let (step, next) = run(Some(&data), t, true);
         data = next;
-        if step == Step::RollCa {
+        if step == Step::Write(Change::RollCa) {
             break;
         }
         assert!(t < T0 + 300, "the CA was never rolled");
@@ -94,7 +99,7 @@ fn a_ca_roll_keeps_both_cas_trusted_while_the_serving_certificate_moves() {
         Step::Wait(7)
     );
     let (step, moved) = run(Some(&data), t + 10, true);
-    assert_eq!(step, Step::IssueLeaf("moving to the new CA"));
+    assert_eq!(step, Step::Write(Change::IssueLeaf("moving to the new CA")));
     assert_ne!(moved[TLS_CRT], old_leaf);
     let p = parsed(&moved);
     assert!(p.leaf_from_newest());
@@ -104,7 +109,7 @@ fn a_ca_roll_keeps_both_cas_trusted_while_the_serving_certificate_moves() {
         Step::Wait(5)
     );
     let (step, done) = run(Some(&moved), t + 20, true);
-    assert_eq!(step, Step::DropOldCas);
+    assert_eq!(step, Step::Write(Change::DropOldCas));
     let p = parsed(&done);
     assert_eq!(p.trusted_cas(), 1);
     assert!(p.leaf_from_newest());
@@ -119,7 +124,9 @@ fn changed_names_reissue_the_serving_certificate() {
     let p = parsed(&data);
     assert_eq!(
         next_step(Some(Ok(&p)), &other, T0 + 1, true),
-        Step::IssueLeaf("the serving certificate's names differ from the flags")
+        Step::Write(Change::IssueLeaf(
+            "the serving certificate's names differ from the flags"
+        ))
     );
 }
 
@@ -139,7 +146,7 @@ fn broken_contents_name_the_key_and_start_over() {
     let e = Pki::parse(&foreign).expect_err("a foreign CA key is refused");
     assert!(e.to_string().contains("ca.key"), "{e}");
     let (step, fresh) = run(Some(&foreign), T0 + 1, true);
-    assert!(matches!(step, Step::Create(_)), "{step:?}");
+    assert!(matches!(step, Step::Write(Change::Create(_))), "{step:?}");
     assert!(Pki::parse(&fresh).is_ok());
 }
 
@@ -151,6 +158,9 @@ fn a_serving_certificate_from_an_untrusted_ca_is_replaced_at_once() {
     mixed.insert(TLS_CRT.into(), other[TLS_CRT].clone());
     mixed.insert(TLS_KEY.into(), other[TLS_KEY].clone());
     let (step, fixed) = run(Some(&mixed), T0 + 1, true);
-    assert!(matches!(step, Step::IssueLeaf(_)), "{step:?}");
+    assert!(
+        matches!(step, Step::Write(Change::IssueLeaf(_))),
+        "{step:?}"
+    );
     assert!(parsed(&fixed).leaf_from_newest());
 }
