@@ -30,7 +30,7 @@ use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 use support::builders::{attachment, deployment_with, ephemeral_names};
-use support::reconciler_process::{self, ReconcilerProcess};
+use support::reconciler_process::{self, anonymous_of, ReconcilerProcess};
 use support::{injector, install_attachment_crd, metrics, poll_until, ControlPlane};
 use whisperer_injector::reconciler::{Attachment, ReconcilerArgs, TargetKind};
 
@@ -65,7 +65,8 @@ struct DriveArgs {
     sizes: Vec<usize>,
     /// Reconciler flag sets for (b), separated by `;`; `default` is no extra flag; a set
     /// starting with `@PATH` runs the reconciler from another build of this example (e.g. the
-    /// previous commit's) for a before/after in one run. (a) and (c) use the first set.
+    /// previous commit's) for a before/after in one run; `serve@PATH` runs the product binary's
+    /// `serve` (reconciler on, DNS off): the memory of what ships. (a) and (c) use the first set.
     #[arg(long, default_value = "default")]
     variants: String,
     /// Replicas of the Deployment rolled out in (c); must be one of `--sizes` (0: skip).
@@ -196,6 +197,12 @@ async fn attach(client: &Client, ns: &str, name: &str, n: usize) -> Duration {
         .count();
     assert_eq!(with, n, "pods of {ns} carrying {container}");
     took
+}
+
+/// The reconciler of a variant: another build of this example, or the product's `serve`.
+enum Child {
+    Bench(PathBuf),
+    Serve(PathBuf),
 }
 
 /// The profile window: about as long as the attach takes at the goal rate (10,000 in 30 s).
@@ -539,7 +546,7 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed()
     );
 
-    let variants: Vec<(Option<PathBuf>, Vec<String>)> = args
+    let variants: Vec<(Option<Child>, Vec<String>)> = args
         .variants
         .split(';')
         .map(|v| {
@@ -549,7 +556,12 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .map(str::to_string)
                 .collect();
             let exe = match words.first() {
-                Some(w) if w.starts_with('@') => Some(PathBuf::from(&words.remove(0)[1..])),
+                Some(w) if w.starts_with("serve@") => Some(Child::Serve(PathBuf::from(
+                    &words.remove(0)["serve@".len()..],
+                ))),
+                Some(w) if w.starts_with('@') => {
+                    Some(Child::Bench(PathBuf::from(&words.remove(0)[1..])))
+                }
                 _ => None,
             };
             (exe, words)
@@ -560,8 +572,11 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
     for (i, (exe, flags)) in variants.iter().enumerate() {
         let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
         let child = match exe {
-            Some(exe) => {
+            Some(Child::Bench(exe)) => {
                 ReconcilerProcess::spawn_exe(exe, &cp, &own, dir.path(), &i.to_string(), &refs)
+            }
+            Some(Child::Serve(exe)) => {
+                ReconcilerProcess::spawn_serve(exe, &cp, &own, dir.path(), &refs)
             }
             None => ReconcilerProcess::spawn(&cp, &own, dir.path(), &i.to_string(), &refs),
         };
@@ -575,13 +590,16 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             format!("`{}`", flags.join(" "))
         };
-        if let Some(exe) = exe {
-            label = format!("{label}, {}", exe.display());
+        match exe {
+            Some(Child::Bench(exe)) => label = format!("{label}, {}", exe.display()),
+            Some(Child::Serve(exe)) => label = format!("{label}, `{} serve`", exe.display()),
+            None => {}
         }
         let (_, rss) = child.memory();
         rows.push(format!(
-            "| memory | {label} | VmRSS {:.1} MiB with {total} pods cached, before any Attachment | | |",
-            mib(rss)
+            "| memory | {label} | VmRSS {:.1} MiB (anonymous {:.1} MiB) with {total} pods cached, before any Attachment | | |",
+            mib(rss),
+            mib(anonymous_of(child.pid()))
         ));
         if i == 0 && args.debug_pods > 0 {
             debug_loop_vs_attachment(&cp, &args, &debug_ns, &kubectl).await;
@@ -631,8 +649,9 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         let (hwm, rss) = child.memory();
         let cached = child.metric("whisperer_watched_objects", "kind=\"pods\"");
         rows.push(format!(
-            "| memory | {label} | VmRSS {:.1} MiB, **VmHWM {:.1} MiB** with {cached} pods cached | | |",
+            "| memory | {label} | VmRSS {:.1} MiB (anonymous {:.1} MiB), **VmHWM {:.1} MiB** with {cached} pods cached | | |",
             mib(rss),
+            mib(anonymous_of(child.pid())),
             mib(hwm)
         ));
         if i == 0 && args.rollout > 0 {

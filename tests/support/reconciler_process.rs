@@ -11,6 +11,10 @@
 //! child.metric("whisperer_ephemeral_patches_total", "mode=\"real\"");
 //! let (peak_kb, rss_kb) = child.stop();
 //! ```
+//!
+//! [`ReconcilerProcess::spawn_serve`] runs the product binary's `serve` instead (reconciler on,
+//! DNS proxy off), read through its admin port's `/metrics` and stopped with SIGTERM: the memory
+//! of the process that ships.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -79,10 +83,47 @@ pub fn memory_of(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// RssAnon (the heap and stacks, what the process holds) in kB; the rest of VmRSS is the
+/// mapped binary and libraries.
+pub fn anonymous_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 pub struct ReconcilerProcess {
     child: Child,
-    /// The child's metrics file (Prometheus text, rewritten every 500 ms).
-    pub metrics: String,
+    metrics: MetricsAt,
+}
+
+/// Where the child's metrics are read.
+enum MetricsAt {
+    /// A file of Prometheus text, rewritten every 500 ms.
+    File(String),
+    /// `GET /metrics` on this loopback port.
+    Admin(u16),
+}
+
+/// `GET /metrics` from a plain-HTTP loopback port; empty on any failure.
+fn scrape_admin(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    if s.write_all(request.as_bytes()).is_ok() && s.read_to_string(&mut text).is_ok() {
+        if let Some(body) = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()) {
+            return body;
+        }
+    }
+    String::new()
 }
 
 impl ReconcilerProcess {
@@ -110,7 +151,19 @@ impl ReconcilerProcess {
         flags: &[&str],
     ) -> ReconcilerProcess {
         let metrics = dir.join(format!("metrics-{tag}.txt")).display().to_string();
-        let child = Command::new(exe)
+        // `$BENCH_CONTROLLER_WRAP` (e.g. `heaptrack -o /tmp/reconciler`) runs the child under a
+        // profiler; the memory figures are then the wrapper's.
+        let wrap = std::env::var("BENCH_CONTROLLER_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(w) => {
+                let mut c = Command::new(w);
+                c.args(words).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let child = cmd
             .args([SUBCOMMAND, own, &metrics, "--leader-election=false"])
             .args(flags)
             .env("KUBECONFIG", cp.kubeconfig_path())
@@ -121,7 +174,48 @@ impl ReconcilerProcess {
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn controller");
-        ReconcilerProcess { child, metrics }
+        ReconcilerProcess {
+            child,
+            metrics: MetricsAt::File(metrics),
+        }
+    }
+
+    /// The product: `exe serve` with the reconciler on (no leader election), the DNS proxy
+    /// and the Pod Security watch off, a throw-away serving certificate in `dir`.
+    pub fn spawn_serve(
+        exe: &Path,
+        cp: &ControlPlane,
+        own: &str,
+        dir: &Path,
+        flags: &[&str],
+    ) -> ReconcilerProcess {
+        let pki = super::certs::Pki::generate();
+        let (cert, key) = (dir.join("serve-tls.crt"), dir.join("serve-tls.key"));
+        std::fs::write(&cert, &pki.serving_cert).expect("write cert");
+        std::fs::write(&key, &pki.serving_key).expect("write key");
+        let admin = super::controlplane::free_port();
+        let listen = format!("127.0.0.1:{}", super::controlplane::free_port());
+        let admin_listen = format!("127.0.0.1:{admin}");
+        let child = Command::new(exe)
+            .arg("serve")
+            .args(["--listen", &listen, "--admin-listen", &admin_listen])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig_path())
+            .args(["--namespace", own, "--reconciler", "on", "--dns", "off"])
+            .args(["--pod-security-check", "off", "--leader-election", "false"])
+            .args(["--log", "warn"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        ReconcilerProcess {
+            child,
+            metrics: MetricsAt::Admin(admin),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -135,16 +229,22 @@ impl ReconcilerProcess {
 
     /// Sum of the samples of `name` whose line contains `filter`, from the last metrics file.
     pub fn metric(&self, name: &str, filter: &str) -> f64 {
-        metrics::sum(
-            &std::fs::read_to_string(&self.metrics).unwrap_or_default(),
-            name,
-            filter,
-        )
+        let text = match &self.metrics {
+            MetricsAt::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
+            MetricsAt::Admin(port) => scrape_admin(*port),
+        };
+        metrics::sum(&text, name, filter)
     }
 
-    /// Stops the child (closes its stdin, waits); returns its last (VmHWM, VmRSS) in kB.
+    /// Stops the child (closes its stdin, or SIGTERM for `serve`, then waits); returns its
+    /// last (VmHWM, VmRSS) in kB.
     pub fn stop(mut self) -> (u64, u64) {
         let mem = self.memory();
+        if let MetricsAt::Admin(_) = self.metrics {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.pid() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
         drop(self.child.stdin.take());
         let _ = self.child.wait();
         mem
