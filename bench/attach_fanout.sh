@@ -9,6 +9,7 @@
 #   SIZES=1000 ROLLOUT=1000 BURST=0 bench/attach_fanout.sh           # a smaller run
 #   VARIANTS='default;--patch-qps 200 --reconcile-concurrency 8' bench/attach_fanout.sh   # before/after
 #   SKIP_BUILD=1 bench/attach_fanout.sh                             # reuse the built example
+#   bench/attach_fanout.sh --apiserver-profile /tmp/prof             # + kube-apiserver CPU profiles
 #
 # Needs tests/controlplane/build.sh (kube-apiserver, kube-controller-manager, kube-scheduler,
 # etcd, kubectl) and tests/kwok/build.sh. The example is built with the release profile minus
@@ -38,4 +39,4 @@ fi
 ulimit -n 65536 2>/dev/null || true
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 exec "$BIN" drive --nodes "$NODES" --debug-pods "$DEBUG_PODS" --sizes "$SIZES" \
-    --variants "$VARIANTS" --rollout "$ROLLOUT" --burst "$BURST" --burst-concurrency "$BURST_CONCURRENCY"
+    --variants "$VARIANTS" --rollout "$ROLLOUT" --burst "$BURST" --burst-concurrency "$BURST_CONCURRENCY" "$@"

@@ -55,14 +55,17 @@ else
   export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
   profile="release without LTO, 16 codegen units"
 fi
-ours_bin=$root/target/release/whisperer-injector
+# The shipped profile builds into its own target dir: the iteration build stays usable.
+ours_target=$root/target
+[ -n "${SHIPPED_PROFILE:-}" ] && ours_target=$root/target/shipped
+ours_bin=$ours_target/release/whisperer-injector
 prev_bin=$peers/prev-target/release/whisperer-injector
 kube_bin=$peers/kube-rs/release/kube-rs-admission
 go_bin=$peers/go-webhook
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   echo "== building ($profile)"
-  cargo build --release -q -p whisperer-injector --bin whisperer-injector
+  cargo build --release -q -p whisperer-injector --bin whisperer-injector --target-dir "$ours_target"
   if [[ " $SERVERS " == *" prev "* ]]; then
     [ -d "$peers/prev-src" ] || git worktree add -q --detach "$peers/prev-src" "$PREV_REV"
     git -C "$peers/prev-src" checkout -q --detach "$PREV_REV"

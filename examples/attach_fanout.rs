@@ -76,6 +76,10 @@ struct DriveArgs {
     burst: usize,
     #[arg(long, default_value_t = 32)]
     burst_concurrency: usize,
+    /// Writes a kube-apiserver CPU profile (`/debug/pprof/profile`, read with `go tool pprof`)
+    /// of each attach of (b) into this directory: where the API server's time per pod goes.
+    #[arg(long)]
+    apiserver_profile: Option<PathBuf>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -192,6 +196,51 @@ async fn attach(client: &Client, ns: &str, name: &str, n: usize) -> Duration {
         .count();
     assert_eq!(with, n, "pods of {ns} carrying {container}");
     took
+}
+
+/// The profile window: about as long as the attach takes at the goal rate (10,000 in 30 s).
+fn profile_seconds(pods: usize) -> u64 {
+    (pods as u64 * 3 / 1000).clamp(2, 30)
+}
+
+/// Starts a `seconds`-long CPU profile of kube-apiserver, written to `out`; the future ends
+/// when the profile has been written.
+fn apiserver_profile(
+    cp: &ControlPlane,
+    kubectl: &std::path::Path,
+    out: &std::path::Path,
+    seconds: u64,
+) -> impl std::future::Future<Output = ()> {
+    let mut cmd = tokio::process::Command::new(kubectl);
+    cmd.args(["--kubeconfig", &cp.kubeconfig_path().display().to_string()])
+        .args([
+            "get",
+            "--raw",
+            &format!("/debug/pprof/profile?seconds={seconds}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let out = out.to_path_buf();
+    // Spawned now, not when first polled: the profile window starts with the attach.
+    let child = cmd.spawn();
+    async move {
+        let run = match child {
+            Ok(c) => c.wait_with_output().await,
+            Err(e) => Err(e),
+        };
+        match run {
+            Ok(o) if o.status.success() => {
+                std::fs::write(&out, o.stdout).expect("write profile");
+                eprintln!(
+                    "kube-apiserver CPU profile ({seconds} s): {}",
+                    out.display()
+                );
+            }
+            Ok(o) => eprintln!("no profile: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => eprintln!("no profile: {e}"),
+        }
+    }
 }
 
 async fn delete_attachment(client: &Client, ns: &str, name: &str) {
@@ -452,6 +501,9 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .unwrap_or_else(|| support::binary_dir().join("kubectl"));
     let t0 = Instant::now();
+    if args.apiserver_profile.is_some() {
+        std::env::set_var(support::controlplane::APISERVER_PROFILING, "1");
+    }
     let cp = ControlPlane::start_with_kwok(args.nodes).await;
     let client = cp.client();
     install_attachment_crd(&client).await;
@@ -538,17 +590,30 @@ async fn drive(args: DriveArgs) -> Result<(), Box<dyn std::error::Error>> {
             let before = child.metric("whisperer_ephemeral_patches_total", "mode=\"real\"");
             let name = format!("bench-{i}");
             let (scrape0, cpu0) = (scrape(&client).await, cpu_snapshot(&cp, child.pid()));
+            let profile = args.apiserver_profile.as_ref().map(|dir| {
+                let out = dir.join(format!("apiserver-{n}-{i}.pprof"));
+                apiserver_profile(&cp, &kubectl, &out, profile_seconds(*n))
+            });
             let took = attach(&client, ns, &name, *n).await;
+            if let Some(p) = profile {
+                p.await;
+            }
             let (scrape1, cpu1) = (scrape(&client).await, cpu_snapshot(&cp, child.pid()));
             let q = |q| {
                 metrics::quantile_between(&scrape0, &scrape1, PATCH_DURATION, &PATCH_FILTERS, q)
                     .unwrap_or(f64::NAN)
                     * 1000.0
             };
+            let writes = |filter| {
+                let count = |t| metrics::sum(t, "apiserver_request_total", filter);
+                count(&scrape1) - count(&scrape0)
+            };
             notes.push(format!(
-                "{n} pods, {label}: API server PATCH pods/ephemeralcontainers p50 {:.1} ms, p99 {:.1} ms; CPU seconds: {}",
+                "{n} pods, {label}: API server PATCH pods/ephemeralcontainers p50 {:.1} ms, p99 {:.1} ms; Attachment status writes {}, pod status writes {}; CPU seconds: {}",
                 q(0.5),
                 q(0.99),
+                writes("resource=\"attachments\",scope=\"resource\",subresource=\"status\""),
+                writes("resource=\"pods\",scope=\"resource\",subresource=\"status\""),
                 cpu_note(&cpu0, &cpu1)
             ));
             // The metrics file is rewritten every 500 ms.

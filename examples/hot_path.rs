@@ -67,9 +67,6 @@ fn main() {
     time("scan body (IgnoredAny)", &mut || {
         std::hint::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(&body).expect("v"));
     });
-    time("nesting scan", &mut || {
-        std::hint::black_box(whisperer_injector::webhook::nesting_exceeds(&body, 100));
-    });
     time("parse Pod (typed, all fields)", &mut || {
         std::hint::black_box(serde_json::from_str::<Pod>(&pod_text).expect("pod"));
     });

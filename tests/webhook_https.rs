@@ -224,12 +224,13 @@ async fn bad_input_gets_a_clear_4xx() {
             400,
             "invalid-json",
         ),
+        // Skipped without recursion; no `spec`, so not a pod.
         (
             "absurdly nested object",
             "application/json",
             deep_object,
-            400,
-            "invalid-json",
+            422,
+            "invalid-pod",
         ),
         (
             "not a review",

@@ -10,8 +10,9 @@ use super::error::ReviewError;
 use super::namespaces::PodSecurityLevels;
 use super::pod_shape::parse_admitted_pod;
 use super::prepared::Prepared;
+use super::request::parse_error;
 use super::requester;
-use super::review::{nesting_exceeds, write_review, ReviewIn, API_VERSION, MAX_NESTING};
+use super::review::{write_review, ReviewIn, API_VERSION};
 use crate::engine::reinvocation::displaced_native_sidecar;
 use crate::engine::{
     decide_admission, decide_admission_planned, AdmissionSubject, Decision, Planned, Settings,
@@ -51,13 +52,7 @@ pub fn answer_into(
     out: &mut Vec<u8>,
 ) -> Result<RequestLabels, ReviewError> {
     let settings = prepared.settings();
-    if nesting_exceeds(bytes, MAX_NESTING) {
-        return Err(ReviewError::Json(format!(
-            "nesting deeper than {MAX_NESTING} levels"
-        )));
-    }
-    let review: ReviewIn<'_> =
-        serde_json::from_slice(bytes).map_err(|e| ReviewError::Json(e.to_string()))?;
+    let review: ReviewIn<'_> = serde_json::from_slice(bytes).map_err(|e| parse_error(bytes, e))?;
     match review.api_version.as_deref() {
         Some(API_VERSION) => {}
         other => return Err(ReviewError::ApiVersion(other.unwrap_or("").to_string())),
@@ -66,7 +61,8 @@ pub fn answer_into(
         Some("AdmissionReview") => {}
         other => return Err(ReviewError::Kind(other.unwrap_or("").to_string())),
     }
-    let req = review.request.ok_or(ReviewError::NoRequest)?;
+    let mut req = review.request.ok_or(ReviewError::NoRequest)?;
+    let read_pod = req.pod.take();
     let uid = match req.uid.as_deref() {
         Some(u) if !u.is_empty() => u,
         _ => return Err(ReviewError::NoUid),
@@ -88,16 +84,15 @@ pub fn answer_into(
         span.record("outcome", tracing::field::debug(labels.outcome));
         return Ok(labels);
     }
-    // Only a pod being created can be injected: nothing else is parsed.
-    let is_pod_create = req.kind.group.is_empty()
-        && req.kind.kind == "Pod"
-        && req.operation.as_deref() == Some("CREATE");
-    let pod: Option<Pod> = match (is_pod_create, req.object) {
-        (true, Some(raw)) => {
+    // Only a pod being created can be injected: nothing else is parsed. Its object was read
+    // with the review, unless it came before the kind and operation.
+    let pod: Option<Pod> = match (req.is_pod_create(), read_pod, req.object) {
+        (true, Some(pod), _) => Some(pod),
+        (true, None, Some(raw)) => {
             Some(parse_admitted_pod(raw.get()).map_err(|e| ReviewError::BadPod(e.to_string()))?)
         }
-        (true, None) => return Err(ReviewError::BadPod("request.object is missing".into())),
-        (false, _) => None,
+        (true, None, None) => return Err(ReviewError::BadPod("request.object is missing".into())),
+        (false, ..) => None,
     };
 
     let subject = AdmissionSubject {

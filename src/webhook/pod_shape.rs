@@ -55,23 +55,34 @@ struct SpecShape {
     security_context: Option<PodSecurityContext>,
 }
 
+/// `spec` is required: the API server always sends it for a pod (its containers are), and
+/// an object without one is not a pod.
 #[derive(Deserialize)]
 struct PodShape {
     #[serde(default)]
     metadata: MetaShape,
-    spec: Option<SpecShape>,
+    spec: SpecShape,
 }
 
 /// Parses the fields the engine uses into a `Pod`; every other field is left empty.
 pub fn parse_admitted_pod(json: &str) -> Result<Pod, serde_json::Error> {
-    let shape: PodShape = serde_json::from_str(json)?;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let pod = admitted_pod(&mut de)?;
+    de.end()?;
+    Ok(pod)
+}
+
+/// [`parse_admitted_pod`] from any deserializer: the review reads its pod `object` with it.
+pub(super) fn admitted_pod<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Pod, D::Error> {
+    let shape = PodShape::deserialize(d)?;
     let container = |c: ContainerShape| Container {
         name: c.name,
         image: c.image,
         restart_policy: c.restart_policy,
         ..Default::default()
     };
-    let spec = shape.spec.map(|s| PodSpec {
+    let s = shape.spec;
+    let spec = Some(PodSpec {
         containers: s.containers.into_iter().map(container).collect(),
         init_containers: s
             .init_containers

@@ -5,19 +5,20 @@ use std::borrow::Cow;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+
+pub use super::request::RequestIn;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
+/// `R`: how `request` is read (the pod object read with it, or kept as text).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReviewIn<'a> {
+pub struct ReviewIn<'a, R = RequestIn<'a>> {
     #[serde(borrow)]
     pub api_version: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub request: Option<RequestIn<'a>>,
+    pub request: Option<R>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -29,30 +30,6 @@ pub struct GroupVersionKind<'a> {
     pub version: Cow<'a, str>,
     #[serde(default, borrow)]
     pub kind: Cow<'a, str>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestIn<'a> {
-    #[serde(borrow)]
-    pub uid: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub kind: GroupVersionKind<'a>,
-    #[serde(borrow)]
-    pub sub_resource: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub namespace: Cow<'a, str>,
-    #[serde(borrow)]
-    pub operation: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub object: Option<&'a RawValue>,
-    /// Only Attachment updates read it (did the spec change?).
-    #[serde(borrow)]
-    pub old_object: Option<&'a RawValue>,
-    #[serde(default)]
-    pub dry_run: bool,
-    #[serde(default, borrow)]
-    pub user_info: UserInfo<'a>,
 }
 
 /// Who sent the request, as the API server authenticated them.
@@ -178,60 +155,6 @@ pub fn write_review(
     out.extend_from_slice(b"}}");
 }
 
-/// Deepest `{`/`[` nesting allowed anywhere in a review. A real pod review nests about 20
-/// levels (managedFields being the deepest part); this bounds the work any body can cause,
-/// including inside fields a typed parse would skip.
-pub const MAX_NESTING: usize = 100;
-
-/// True when the JSON text nests deeper than `max`. One linear pass; strings (with escapes)
-/// are skipped so brackets inside them do not count.
-pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&b) = json.get(i) {
-        i += 1;
-        match b {
-            b'"' => match skip_string(json, i) {
-                Some(end) => i = end,
-                None => return false,
-            },
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
-/// The index after the quote that ends the string whose contents start at `i`; `None` when
-/// the text ends first. Most strings of a pod are short (keys, names), where a byte loop beats
-/// a `memchr` call; a long one (an annotation, a script) is searched with `memchr`.
-fn skip_string(json: &[u8], mut i: usize) -> Option<usize> {
-    const SHORT: usize = 32;
-    let short_end = json.len().min(i + SHORT);
-    while i < short_end {
-        match json[i] {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-    loop {
-        let rest = json.get(i..)?;
-        let off = memchr::memchr2(b'"', b'\\', rest)?;
-        if json[i + off] == b'\\' {
-            i += off + 2;
-        } else {
-            return Some(i + off + 1);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,97 +193,6 @@ mod tests {
                 String::from_utf8_lossy(&got[10..]),
                 String::from_utf8_lossy(&want)
             );
-        }
-    }
-
-    #[test]
-    fn nesting() {
-        assert!(!nesting_exceeds(br#"{"a":[{"b":"[[[[[[[["}]}"#, 3));
-        assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
-        assert!(!nesting_exceeds(br#"{"s":"\"{{{{"}"#, 1));
-        assert!(nesting_exceeds(&[b'['; 101], MAX_NESTING));
-        assert!(
-            !nesting_exceeds(br#"{"a":"x\\"}"#, 1),
-            "escaped backslash ends the escape"
-        );
-        assert!(!nesting_exceeds(br#"{"a":"unterminated \"#, 1));
-    }
-
-    /// The scan before the short-string loop: the reference the faster one must agree with.
-    fn reference(json: &[u8], max: usize) -> bool {
-        let mut depth = 0usize;
-        let mut in_string = false;
-        let mut i = 0;
-        while i < json.len() {
-            match (in_string, json[i]) {
-                (true, b'\\') => i += 1,
-                (true, b'"') | (false, b'"') => in_string = !in_string,
-                (false, b'{' | b'[') => {
-                    depth += 1;
-                    if depth > max {
-                        return true;
-                    }
-                }
-                (false, b'}' | b']') => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-            i += 1;
-        }
-        false
-    }
-
-    #[test]
-    fn nesting_scan_agrees_with_the_reference_on_short_and_long_strings() {
-        let alphabet = br#"{}[]"\ax"#;
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for len in [0, 1, 5, 31, 32, 33, 64, 200, 1000] {
-            for _ in 0..300 {
-                let mut input: Vec<u8> = (0..len)
-                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                    .collect();
-                // Long runs of plain string bytes, past the short-string loop.
-                if len > 0 && next() % 2 == 0 {
-                    let at = (next() % len as u64) as usize;
-                    input.splice(
-                        at..at,
-                        std::iter::repeat_n(b'a', 40 + (next() % 100) as usize),
-                    );
-                }
-                for max in [1, 3, 8] {
-                    assert_eq!(
-                        nesting_exceeds(&input, max),
-                        reference(&input, max),
-                        "{} max {max}",
-                        String::from_utf8_lossy(&input)
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn nesting_scan_never_panics() {
-        // Deterministic xorshift over an alphabet heavy in the bytes the scanner acts on.
-        let alphabet = br#"{}[]"\a:,"#;
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for len in 0..64 {
-            for _ in 0..200 {
-                let input: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        alphabet[(x % alphabet.len() as u64) as usize]
-                    })
-                    .collect();
-                let _ = nesting_exceeds(&input, 3);
-            }
         }
     }
 }

@@ -23,6 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::certs::Pki;
 
+/// Set (to anything) to serve kube-apiserver's `/debug/pprof`.
+pub const APISERVER_PROFILING: &str = "WHISPERER_APISERVER_PROFILING";
+
 /// Must equal the `k8s.io/kubernetes` version in `tests/controlplane/go.mod`
 /// (checked by a unit test in `tests/controlplane_smoke.rs`).
 pub const KUBERNETES_VERSION: &str = "v1.35.4";
@@ -390,7 +393,11 @@ impl ControlPlane {
             "--requestheader-username-headers=X-Remote-User".to_string(),
             "--requestheader-group-headers=X-Remote-Group".to_string(),
             "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
-            "--profiling=false".to_string(),
+            // Benchmarks read where the API server's time goes (examples/attach_fanout).
+            format!(
+                "--profiling={}",
+                std::env::var_os(APISERVER_PROFILING).is_some()
+            ),
         ];
         self.procs
             .push(Proc::spawn("kube-apiserver", &apiserver_args, &dir));

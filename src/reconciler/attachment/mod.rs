@@ -51,7 +51,13 @@ pub async fn reconcile(att: Arc<Attachment>, ctx: Arc<Context>) -> Result<Action
         }
     })
     .await
-    .map_err(|e| ReconcilerError::Finalizer(Box::new(e)));
+    .or_else(|e| match e {
+        // A queued pass over an Attachment whose cleanup already let it go: nothing to do.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) if s.code == 404 => {
+            Ok(Action::await_change())
+        }
+        e => Err(ReconcilerError::Finalizer(Box::new(e))),
+    });
     ctx.metrics
         .reconciled(kind, result.is_ok(), started.elapsed());
     result
