@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{EphemeralContainer, Pod};
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 use support::netns::{agent_binary, have, sh, PodNs, Topology};
-use support::{poll_until, ControlPlane};
+use support::{poll_until, ControlPlane, WAIT};
 use whisperer_injector::cli::ServeArgs;
 use whisperer_injector::reconciler::{Attachment, TargetKind};
 
@@ -260,8 +260,8 @@ impl Agent {
                 break;
             }
             assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "the agent did not start capturing in 20 s: {text}"
+                t0.elapsed() < WAIT,
+                "the agent did not start capturing in {WAIT:?}: {text}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -301,7 +301,7 @@ impl Agent {
             if done(&l) {
                 return l;
             }
-            if t0.elapsed() > Duration::from_secs(20) {
+            if t0.elapsed() > WAIT {
                 let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
                 panic!(
                     "timed out waiting for {what}\n--- stdout\n{out}\n--- stderr\n{}",
@@ -538,30 +538,26 @@ async fn inner_agent_in_pod_namespaces() {
     let attached = |container: &'static str| {
         let pods = pods.clone();
         async move {
-            poll_until(
-                Duration::from_secs(30),
-                "the Whisperer to be attached",
-                || {
-                    let pods = pods.clone();
-                    async move {
-                        let p = pods.get("web-0").await.ok()?;
-                        let has = p
-                            .spec
-                            .as_ref()?
-                            .ephemeral_containers
-                            .as_ref()?
-                            .iter()
-                            .any(|c| {
-                                c.name == container
-                                    && c.env
-                                        .iter()
-                                        .flatten()
-                                        .any(|v| v.name == "WHISPERER_CONTROL_TOKEN")
-                            });
-                        has.then_some(p)
-                    }
-                },
-            )
+            poll_until(WAIT, "the Whisperer to be attached", || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get("web-0").await.ok()?;
+                    let has = p
+                        .spec
+                        .as_ref()?
+                        .ephemeral_containers
+                        .as_ref()?
+                        .iter()
+                        .any(|c| {
+                            c.name == container
+                                && c.env
+                                    .iter()
+                                    .flatten()
+                                    .any(|v| v.name == "WHISPERER_CONTROL_TOKEN")
+                        });
+                    has.then_some(p)
+                }
+            })
             .await
         }
     };
@@ -586,7 +582,7 @@ async fn inner_agent_in_pod_namespaces() {
             .spawn()
             .expect("start the HTTP server"),
     );
-    poll_until(Duration::from_secs(20), "the HTTP server", || {
+    poll_until(WAIT, "the HTTP server", || {
         let ok = curl(&e, &["-o", "/dev/null", &url(&e, "/ready")])
             .status
             .success();
@@ -618,7 +614,7 @@ async fn inner_agent_in_pod_namespaces() {
             .spawn()
             .expect("tcpdump"),
     );
-    poll_until(Duration::from_secs(20), "tcpdump to listen", || {
+    poll_until(WAIT, "tcpdump to listen", || {
         let t = std::fs::read_to_string(&tcpdump_log).unwrap_or_default();
         async move { t.contains("listening on").then_some(()) }
     })
@@ -718,18 +714,14 @@ async fn inner_agent_in_pod_namespaces() {
         .all(|v| v["truncated"] == false));
 
     // The pcapng file holds what tcpdump saw on the HTTP port, packet for packet.
-    poll_until(
-        Duration::from_secs(20),
-        "the HTTP connections to close",
-        || {
-            let s = http_connections_settled(&e);
-            async move { s.then_some(()) }
-        },
-    )
+    poll_until(WAIT, "the HTTP connections to close", || {
+        let s = http_connections_settled(&e);
+        async move { s.then_some(()) }
+    })
     .await;
     let mut tcpdump = tcpdump;
     signal(&tcpdump.0, "INT");
-    poll_until(Duration::from_secs(10), "tcpdump to exit", || {
+    poll_until(WAIT, "tcpdump to exit", || {
         let s = tcpdump.0.try_wait().expect("wait");
         async move { s }
     })
@@ -737,18 +729,17 @@ async fn inner_agent_in_pod_namespaces() {
     let expected = tshark_count(&reference, "tcp");
     assert!(expected > 40, "tcpdump saw {expected} packets");
 
-    // Detach: the agent is told to stop and exits 0 within two poll intervals.
+    // Detach: the agent is told to stop at its next poll and exits 0: within a few poll
+    // intervals (slack for a loaded machine), far from its deadline an hour away.
     attachments
         .delete("debug", &Default::default())
         .await
         .expect("delete attachment");
-    let (status, took) = agent
-        .exit(Duration::from_secs(30), "the agent to exit after detach")
-        .await;
+    let (status, took) = agent.exit(WAIT, "the agent to exit after detach").await;
     let log = agent.log();
     assert!(status.success(), "exit {status}: {log}");
     assert!(
-        took <= POLL * 2 + POLL / 2,
+        took <= POLL * 5,
         "took {took:?} to stop after detach: {log}"
     );
     assert!(log.contains("detached"), "{log}");
@@ -827,9 +818,7 @@ async fn inner_agent_in_pod_namespaces() {
         "{b}"
     );
     signal(&agent.proc.0, "TERM");
-    let (status, _) = agent
-        .exit(Duration::from_secs(15), "the agent to exit on SIGTERM")
-        .await;
+    let (status, _) = agent.exit(WAIT, "the agent to exit on SIGTERM").await;
     assert!(status.success(), "exit {status}: {}", agent.log());
     let files = pcapng_files(&rotated);
     assert!(files.len() >= 10, "4 MiB in 256 KiB files: {files:?}");
@@ -845,9 +834,10 @@ async fn inner_agent_in_pod_namespaces() {
     );
 
     // No writable --out-dir (an attached Whisperer has no volume): said once, counted, and
-    // the JSON lines go on. Then the deadline stops the agent.
+    // the JSON lines go on. Then the deadline stops the agent. The TTL leaves a loaded machine
+    // time to attach, start the agent and make the checks below before it runs out.
     attachments
-        .create(&PostParams::default(), &attach("short", "8s"))
+        .create(&PostParams::default(), &attach("short", "20s"))
         .await
         .expect("create attachment");
     let pod = attached("whisperer-short").await;
@@ -911,30 +901,24 @@ async fn inner_agent_in_pod_namespaces() {
         agent.log()
     );
     // The same lines reach the collector as NDJSON batches.
-    poll_until(
-        Duration::from_secs(10),
-        "the lines at the collector",
-        || {
-            let got = collected.lock().expect("lock").clone();
-            async move {
-                let n = got
-                    .iter()
-                    .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
-                    .map(|l| serde_json::from_str::<Value>(&l).expect("NDJSON"))
-                    .filter(|v| {
-                        v["path"]
-                            .as_str()
-                            .is_some_and(|p| p.starts_with("/no-volume"))
-                    })
-                    .count();
-                (n == 2).then_some(())
-            }
-        },
-    )
+    poll_until(WAIT, "the lines at the collector", || {
+        let got = collected.lock().expect("lock").clone();
+        async move {
+            let n = got
+                .iter()
+                .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+                .map(|l| serde_json::from_str::<Value>(&l).expect("NDJSON"))
+                .filter(|v| {
+                    v["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("/no-volume"))
+                })
+                .count();
+            (n == 2).then_some(())
+        }
+    })
     .await;
-    let (status, _) = agent
-        .exit(Duration::from_secs(30), "the agent to stop at its deadline")
-        .await;
+    let (status, _) = agent.exit(WAIT, "the agent to stop at its deadline").await;
     let now = jiff::Timestamp::now();
     assert!(status.success(), "exit {status}: {}", agent.log());
     assert!(

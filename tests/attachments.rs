@@ -22,15 +22,13 @@ use support::builders::{
     attachment, create, deployment, ephemeral_names, plain_pod, pod_template,
     shared_settings as shared,
 };
-use support::{metrics, poll_until, terminate_ephemeral, ControlPlane, Kubelet};
+use support::{metrics, poll_until, terminate_ephemeral, ControlPlane, Kubelet, WAIT};
 use whisperer_injector::config::Config;
 use whisperer_injector::control::{TokenKey, TokenKeys};
 use whisperer_injector::engine::SharedSettings;
 use whisperer_injector::reconciler::{
     self, crd_yaml, Attachment, Phase, PodState, ReconcilerArgs, ReconcilerHandle, TargetKind,
 };
-
-const WAIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------
 // Harness: the reconciler in this process (CRD, settings, kubelet and objects: tests/support).
@@ -285,21 +283,28 @@ async fn deployment_replicas_replacements_generations_and_detach() {
         &uid,
         env.get("WHISPERER_CONTROL_TOKEN").expect("token")
     ));
-    let seen = r
-        .lookup()
-        .attachment(&ns, "cap")
-        .expect("in the control API cache");
-    assert_eq!(
-        (seen.phase.as_str(), seen.uid.as_str(), seen.deleting),
-        ("Attached", uid.as_str(), false)
-    );
-    // ... and of GET /status.
-    let report = r.status().attachments();
-    let cap = report
-        .iter()
-        .find(|a| a.name == "cap")
-        .expect("cap in the status report");
-    assert_eq!((cap.phase.as_str(), cap.pods.len()), ("Attached", 3));
+    // The control API's cache and GET /status follow the status through the reconciler's
+    // watch, which may not have delivered the write seen above yet.
+    let seen = poll_until(
+        WAIT,
+        "the control API cache to see cap Attached",
+        || async {
+            let seen = r.lookup().attachment(&ns, "cap")?;
+            (seen.phase.as_str() == "Attached").then_some(seen)
+        },
+    )
+    .await;
+    assert_eq!((seen.uid.as_str(), seen.deleting), (uid.as_str(), false));
+    poll_until(
+        WAIT,
+        "cap Attached with 3 pods in the status report",
+        || async {
+            let report = r.status().attachments();
+            let cap = report.iter().find(|a| a.name == "cap")?;
+            (cap.phase == "Attached" && cap.pods.len() == 3).then_some(())
+        },
+    )
+    .await;
     assert!(att.finalizers().iter().any(|f| f == "whisperer.dev/detach"));
     // The API server defaults `resources: {}`; nothing is requested or limited.
     assert!(ec.ports.is_none());
@@ -363,21 +368,25 @@ async fn deployment_replicas_replacements_generations_and_detach() {
         .delete("cap", &DeleteParams::default())
         .await
         .expect("delete attachment");
-    poll_until(WAIT, "Attachment gone and Detached recorded", || async {
-        let gone = get_attachment(&client, &ns, "cap").await.is_none();
-        let detached = events_for(&client, &ns, "cap").await.iter().any(|e| {
-            e.reason.as_deref() == Some("Detached")
-                && e.note
-                    .as_deref()
-                    .is_some_and(|n| n.contains("cannot be removed"))
-        });
-        (gone && detached).then_some(())
-    })
+    poll_until(
+        WAIT,
+        "Attachment gone, Attached and Detached recorded",
+        || async {
+            let gone = get_attachment(&client, &ns, "cap").await.is_none();
+            let events = events_for(&client, &ns, "cap").await;
+            let detached = events.iter().any(|e| {
+                e.reason.as_deref() == Some("Detached")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("cannot be removed"))
+            });
+            let attached = events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Attached"));
+            (gone && detached && attached).then_some(())
+        },
+    )
     .await;
-    let events = events_for(&client, &ns, "cap").await;
-    assert!(events
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("Attached")));
     poll_until(WAIT, "control API cache forgets the Attachment", || async {
         r.lookup().attachment(&ns, "cap").is_none().then_some(())
     })
@@ -512,7 +521,9 @@ async fn ttl_namespaces_and_pod_security() {
     config.namespaces.deny.push(denied.clone());
     let r = Reconciler::start(&client, shared(config, &own), &own, &fast_args()).await;
 
-    // TTL of a few seconds: attached first, then Expired; pods created later are not attached.
+    // A TTL that ends a few seconds after the attach: Expired at the pass scheduled for the
+    // deadline; pods created later are not attached. It is shortened once attached, because a
+    // TTL of seconds from the start could run out before a loaded machine attaches.
     create(&client, &ns, &deployment("web", 1)).await;
     poll_until(WAIT, "web running", || async {
         let pods = live_pods(&client, &ns, "web").await;
@@ -527,11 +538,25 @@ async fn ttl_namespaces_and_pod_security() {
             "short",
             Some((TargetKind::Deployment, "web")),
             None,
-            Some("6s"),
+            Some("1h"),
         ),
     )
     .await;
     wait_attached(&client, &ns, "short", "web", "whisperer-short", 1).await;
+    let created = get_attachment(&client, &ns, "short")
+        .await
+        .and_then(|a| a.metadata.creation_timestamp)
+        .expect("creationTimestamp")
+        .0;
+    let ttl = k8s_openapi::jiff::Timestamp::now().as_second() - created.as_second() + 3;
+    Api::<Attachment>::namespaced(client.clone(), &ns)
+        .patch(
+            "short",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "ttl": format!("{ttl}s") } })),
+        )
+        .await
+        .expect("shorten the TTL");
     let expired = poll_until(WAIT, "phase Expired", || async {
         let a = get_attachment(&client, &ns, "short").await?;
         (a.status.as_ref()?.phase == Some(Phase::Expired)).then_some(a)
@@ -567,10 +592,15 @@ async fn ttl_namespaces_and_pod_security() {
         ephemeral_names(&late_pod).is_empty(),
         "no Whisperer after the TTL"
     );
-    assert!(events_for(&client, &ns, "short")
-        .await
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("Expired")));
+    // Published after the status write that said Expired.
+    poll_until(WAIT, "the Expired event", || async {
+        events_for(&client, &ns, "short")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Expired"))
+            .then_some(())
+    })
+    .await;
 
     // Another namespace's Deployment (and pods with matching labels) are out of reach: the
     // status below is written by a pass that ran while that pod was running.
@@ -774,12 +804,14 @@ async fn leader_election_only_the_holder_patches() {
     let own = cp.namespace(&[]).await;
     let ns = cp.namespace(&[]).await;
     let _kubelet = Kubelet::start(&client, &ns).await;
+    // Short enough for a quick takeover, long enough that a loaded API server answering a
+    // renewal late does not hand the Lease to the standby while the test asserts who patches.
     let elected = |id: &str| ReconcilerArgs {
         leader_election: true,
         leader_election_identity: Some(id.to_string()),
-        leader_election_lease_duration: Duration::from_secs(3),
-        leader_election_renew_deadline: Duration::from_secs(2),
-        leader_election_retry_period: Duration::from_millis(300),
+        leader_election_lease_duration: Duration::from_secs(8),
+        leader_election_renew_deadline: Duration::from_secs(5),
+        leader_election_retry_period: Duration::from_millis(500),
         ..fast_args()
     };
     let settings = shared(Config::default(), &own);

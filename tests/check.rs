@@ -73,7 +73,7 @@ async fn check_tells_a_working_from_a_broken_registration() {
     .await
     .expect("patch caBundle");
     let findings = support::poll_until(
-        std::time::Duration::from_secs(20),
+        support::WAIT,
         "the API server to use the wrong caBundle",
         || async {
             let (ok, f) = run_check(&cp, &ns).await;

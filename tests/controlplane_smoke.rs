@@ -5,15 +5,12 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use support::{poll_until, ControlPlane, KUBERNETES_VERSION};
-
-const TIMEOUT: Duration = Duration::from_secs(30);
+use support::{poll_until, ControlPlane, KUBERNETES_VERSION, WAIT};
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({
@@ -136,7 +133,7 @@ async fn controllers_run_deployments_and_drop_leaves_no_process() {
         .expect("create deployment");
 
     let pods = Api::<Pod>::namespaced(cp.client(), &ns);
-    let names = poll_until(TIMEOUT, "2 pods of deployment web", || {
+    let names = poll_until(WAIT, "2 pods of deployment web", || {
         let pods = pods.clone();
         async move {
             let list = pods

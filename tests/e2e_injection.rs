@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{poll_until, ControlPlane};
+use support::{poll_until, ControlPlane, WAIT};
 
 fn aliases(pod: &Pod) -> Vec<(String, Vec<String>)> {
     pod.spec
@@ -223,7 +223,7 @@ async fn workload_controllers_get_injected_pods() {
         .await
         .expect("create deployment");
     let pods = Api::<Pod>::namespaced(cp.client(), &on);
-    let web = poll_until(Duration::from_secs(60), "3 ReplicaSet pods", || {
+    let web = poll_until(WAIT, "3 ReplicaSet pods", || {
         let pods = pods.clone();
         async move {
             let l = pods
@@ -258,7 +258,7 @@ async fn workload_controllers_get_injected_pods() {
         .create(&PostParams::default(), &job)
         .await
         .expect("create job");
-    let job_pod = poll_until(Duration::from_secs(60), "the Job's pod", || {
+    let job_pod = poll_until(WAIT, "the Job's pod", || {
         let pods = pods.clone();
         async move {
             let l = pods
@@ -370,7 +370,7 @@ async fn pod_security_level_skips_injection_and_never_fails_creation() {
     // The injector learns the namespace's level from its watch: wait with side-effect-free
     // dry runs until it answers with the pod-security skip.
     poll_until(
-        Duration::from_secs(20),
+        WAIT,
         "the injector to know the namespace's Pod Security level",
         || {
             let (client, strict, app) = (client.clone(), strict.clone(), app.clone());

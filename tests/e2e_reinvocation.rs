@@ -6,7 +6,6 @@ use support::injector;
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -139,17 +138,13 @@ async fn a_prepended_native_sidecar_does_not_push_the_whisperer_back() {
         dry_run: true,
         ..Default::default()
     };
-    support::poll_until(
-        Duration::from_secs(30),
-        "both webhooks to be called",
-        || {
-            let (pods, job_pod, dry) = (pods.clone(), job_pod.clone(), dry.clone());
-            async move {
-                let p = pods.create(&dry, &job_pod).await.ok()?;
-                names(&p).contains(&"istio-proxy".to_string()).then_some(())
-            }
-        },
-    )
+    support::poll_until(support::WAIT, "both webhooks to be called", || {
+        let (pods, job_pod, dry) = (pods.clone(), job_pod.clone(), dry.clone());
+        async move {
+            let p = pods.create(&dry, &job_pod).await.ok()?;
+            names(&p).contains(&"istio-proxy".to_string()).then_some(())
+        }
+    })
     .await;
     let stored = pods
         .create(&PostParams::default(), &job_pod)

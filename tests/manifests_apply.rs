@@ -15,8 +15,6 @@ use support::impersonate::{self, Subject};
 use support::manifests::{accept_all, apply_document, discovery_for, kustomized_documents, repo};
 use support::{poll_until, ControlPlane};
 
-use std::time::Duration;
-
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 
@@ -402,7 +400,7 @@ async fn shipped_rbac_lets_the_injector_keep_its_tls() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "whisperer-system");
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let ca = poll_until(
-        Duration::from_secs(30),
+        support::WAIT,
         "the Secret and both caBundles written by the injector's own account",
         || {
             let (secrets, hooks) = (secrets.clone(), hooks.clone());
@@ -421,7 +419,7 @@ async fn shipped_rbac_lets_the_injector_keep_its_tls() {
     assert!(String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE"));
     // The agent token keys the Deployment mounts: created once, a 64-hex-digit key.
     let keys = poll_until(
-        Duration::from_secs(30),
+        support::WAIT,
         "the agent token keys created by the injector's own account",
         || {
             let secrets = secrets.clone();

@@ -20,11 +20,10 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use support::builders::{self, ephemeral_names};
 use support::impersonate::{self, bind, grant, named_rule, rule, Subject};
-use support::{install_attachment_crd, manifests, poll_until, ControlPlane};
+use support::{install_attachment_crd, manifests, poll_until, ControlPlane, WAIT};
 use whisperer_injector::config::Config;
 use whisperer_injector::reconciler::{self, Attachment, PodState, ReconcilerArgs, TargetKind};
 
-const WAIT: Duration = Duration::from_secs(60);
 const INJECTOR_NS: &str = "whisperer-system";
 const INJECTOR_SA: &str = "whisperer-injector";
 /// The image allowed by the shipped guard params (manifests/policy-injector-guard.yaml).
@@ -531,18 +530,22 @@ async fn the_requester_annotation_cannot_be_forged() {
     )
     .await;
 
-    // Without a spec change the record stays, whoever writes.
+    // Without a spec change the record stays, whoever writes. (bob's grant was made after
+    // alice's, which her create proved in force: RBAC may refuse him at first.)
     let relabel = json!({ "metadata": { "annotations": { "whisperer.dev/requested-by": "bob" } } });
-    for api in [&alice, &bob] {
-        let err = refusal(
-            api.patch("web", &PatchParams::default(), &Patch::Merge(&relabel))
-                .await,
-        );
-        assert!(
-            err.message
-                .contains("can only change together with the spec"),
-            "{err:?}"
-        );
+    for (who, api) in [("alice", &alice), ("bob", &bob)] {
+        refused_eventually(
+            &format!("{who} relabels"),
+            "can only change together with the spec",
+            || {
+                let (api, relabel) = (api.clone(), relabel.clone());
+                async move {
+                    api.patch("web", &PatchParams::default(), &Patch::Merge(&relabel))
+                        .await
+                }
+            },
+        )
+        .await;
     }
     let drop = json!({ "metadata": { "annotations": { "whisperer.dev/requested-by": null } } });
     refusal(

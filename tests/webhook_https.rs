@@ -42,7 +42,7 @@ impl Deadline {
     fn new(what: &'static str) -> Deadline {
         Deadline {
             what,
-            until: Instant::now() + Duration::from_secs(10),
+            until: Instant::now() + support::WAIT,
         }
     }
     async fn tick(&self) {
@@ -353,7 +353,7 @@ async fn stalled_client_gets_a_timeout_not_a_hang() {
     let started = Instant::now();
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         tokio::io::AsyncReadExt::read(&mut tls, &mut buf),
     )
     .await
@@ -362,7 +362,12 @@ async fn stalled_client_gets_a_timeout_not_a_hang() {
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(head.contains("\"error\":\"timeout\""), "{head}");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // The 300 ms deadline, not the 120 s idle timeout (slack for a loaded machine).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     running.shutdown().await;
 }
 
@@ -404,7 +409,7 @@ async fn rotates_certificates_without_dropping_connections() {
 
     write_pair(&files, &second.cert_pem, &second.key_pem);
     let new_conn = poll_until(
-        Duration::from_secs(10),
+        support::WAIT,
         "the new certificate to be served",
         || async {
             https::connect(running.addr, &second.ca_pem, false)
@@ -438,12 +443,21 @@ async fn rotates_certificates_without_dropping_connections() {
         200
     );
 
-    // A broken pair is rejected and the current certificate stays.
+    // A broken pair is rejected and the current certificate stays. (The rotation above may
+    // have counted a failure already, had a reload read the new key beside the old certificate.)
+    let failures = |m: &str| {
+        https::sample(
+            m,
+            r#"whisperer_reloads_total{kind="certificate",result="failure"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    let before = failures(&https::metrics(running.admin_addr).await);
     files.write("tls.crt", "not a certificate");
     let d = Deadline::new("the failed reload to be counted");
     let metrics = loop {
         let m = https::metrics(running.admin_addr).await;
-        if m.contains(r#"whisperer_reloads_total{kind="certificate",result="failure"}"#) {
+        if failures(&m) > before {
             break m;
         }
         d.tick().await;
@@ -563,7 +577,7 @@ async fn shutdown_finishes_in_flight_requests() {
     let addr = running.addr;
     let stopping = tokio::spawn(running.shutdown());
     // New connections are refused once shutdown has started.
-    poll_until(Duration::from_secs(10), "the listener to close", || async {
+    poll_until(support::WAIT, "the listener to close", || async {
         tokio::net::TcpStream::connect(addr)
             .await
             .is_err()
@@ -574,7 +588,7 @@ async fn shutdown_finishes_in_flight_requests() {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 65536];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut chunk))
+        let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut chunk))
             .await
             .expect("answer in time")
             .unwrap_or_else(|e| {

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::poll_until;
+use support::{poll_until, WAIT};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use whisperer_injector::webhook::MAX_BODY_BYTES;
 
@@ -85,7 +85,7 @@ async fn oversized_reviews_get_413_whether_declared_or_streamed() {
             break; // the server answered and closed
         }
     }
-    let (_, answer) = closed_within(&mut tls, Duration::from_secs(5)).await;
+    let (_, answer) = closed_within(&mut tls, Duration::from_secs(20)).await;
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains(r#""error":"too-large""#), "{text}");
@@ -120,7 +120,7 @@ async fn reviews_beyond_the_concurrency_limit_get_503_at_once() {
         tls.flush().await.expect("flush");
         held.push(tls);
     }
-    poll_until(Duration::from_secs(10), "two reviews in flight", || async {
+    poll_until(WAIT, "two reviews in flight", || async {
         (sample(&running, "whisperer_webhook_requests_in_flight").await == 2.0).then_some(())
     })
     .await;
@@ -137,9 +137,11 @@ async fn reviews_beyond_the_concurrency_limit_get_503_at_once() {
         .as_str()
         .expect("message")
         .contains("2 admission requests"));
+    // At once: a queued review would wait for a slot, i.e. for the held ones' 20 s.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "refused at once"
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after {:?}",
+        started.elapsed()
     );
     // Probes are not admission requests: they still answer.
     assert_eq!(conn.get("/readyz").await.status, 200);
@@ -156,7 +158,7 @@ async fn reviews_beyond_the_concurrency_limit_get_503_at_once() {
     for mut tls in held {
         tls.write_all(rest.as_bytes()).await.expect("write rest");
         let mut buf = vec![0u8; 64 * 1024];
-        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf))
             .await
             .expect("answer in time")
             .expect("read");
@@ -183,14 +185,9 @@ async fn the_body_byte_budget_sheds_load_before_memory_is_used() {
         .expect("write");
     slow.write_all(b"{\"apiVersion\":").await.expect("write");
     slow.flush().await.expect("flush");
-    poll_until(
-        Duration::from_secs(10),
-        "the budget to be charged",
-        || async {
-            (sample(&running, "whisperer_webhook_body_bytes_buffered").await == 60_000.0)
-                .then_some(())
-        },
-    )
+    poll_until(WAIT, "the budget to be charged", || async {
+        (sample(&running, "whisperer_webhook_body_bytes_buffered").await == 60_000.0).then_some(())
+    })
     .await;
 
     // 5,536 bytes are left; a 9,790-byte review does not fit.
@@ -215,13 +212,9 @@ async fn the_body_byte_budget_sheds_load_before_memory_is_used() {
 
     // The slow client goes away: its bytes are given back.
     drop(slow);
-    poll_until(
-        Duration::from_secs(10),
-        "the budget to be released",
-        || async {
-            (sample(&running, "whisperer_webhook_body_bytes_buffered").await == 0.0).then_some(())
-        },
-    )
+    poll_until(WAIT, "the budget to be released", || async {
+        (sample(&running, "whisperer_webhook_body_bytes_buffered").await == 0.0).then_some(())
+    })
     .await;
     assert_eq!(
         sample(
@@ -239,7 +232,8 @@ async fn the_body_byte_budget_sheds_load_before_memory_is_used() {
 async fn connections_that_send_nothing_or_go_idle_are_closed() {
     let (running, ca) =
         https::started(&["--header-timeout", "300ms", "--idle-timeout", "600ms"]).await;
-    let limit = Duration::from_secs(5);
+    // Upper bounds only: the timeouts are 300 and 600 ms.
+    let limit = Duration::from_secs(20);
 
     // TCP only, no TLS handshake.
     let mut tcp = tokio::net::TcpStream::connect(running.addr)
@@ -248,10 +242,14 @@ async fn connections_that_send_nothing_or_go_idle_are_closed() {
     let (took, _) = closed_within(&mut tcp, limit).await;
     assert!(took >= Duration::from_millis(250), "{took:?}");
 
-    // TLS done, HTTP/1.1 agreed, not one byte of a request.
+    // TLS done, HTTP/1.1 agreed, not one byte of a request. The header timeout runs from the
+    // accept, so it is measured from before the connect (a handshake on a loaded machine takes
+    // its time too).
+    let connecting = Instant::now();
     let mut tls = https::raw_tls(running.addr, &ca, "http/1.1").await;
-    let (took, read) = closed_within(&mut tls, limit).await;
-    assert!(took >= Duration::from_millis(200), "{took:?}");
+    let (_, read) = closed_within(&mut tls, limit).await;
+    let took = connecting.elapsed();
+    assert!(took >= Duration::from_millis(250), "{took:?}");
     assert!(read.is_empty(), "{:?}", String::from_utf8_lossy(&read));
 
     // HTTP/2 preface and settings, never a stream.
@@ -275,13 +273,19 @@ async fn connections_that_send_nothing_or_go_idle_are_closed() {
         let mut conn = https::connect(running.addr, &ca, h2)
             .await
             .expect("handshake");
+        // Idle from the end of the request, which is after this instant: the answer may reach
+        // this task late on a loaded machine, the close cannot come early.
+        let asking = Instant::now();
         assert_eq!(conn.get("/healthz").await.status, 200);
-        let idle_from = Instant::now();
         tokio::time::timeout(limit, conn.driver)
             .await
             .unwrap_or_else(|_| panic!("idle connection (h2: {h2}) closed"))
             .expect("driver");
-        assert!(idle_from.elapsed() >= Duration::from_millis(500));
+        assert!(
+            asking.elapsed() >= Duration::from_millis(550),
+            "closed {:?} after the request",
+            asking.elapsed()
+        );
     }
     assert_eq!(
         sample(
@@ -324,7 +328,8 @@ async fn a_client_trickling_a_request_head_is_cut_off() {
         .expect("write");
     let started = Instant::now();
     let mut cut = false;
-    while started.elapsed() < Duration::from_secs(5) {
+    // The idle timeout (120 s) is far away: a cut is the header timeout's.
+    while started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if tls.write_all(b"a").await.is_err() || tls.flush().await.is_err() {
             cut = true;
@@ -339,10 +344,10 @@ async fn a_client_trickling_a_request_head_is_cut_off() {
             }
         }
     }
-    assert!(cut, "server kept reading a trickled head for 5s");
+    assert!(cut, "server kept reading a trickled head for 20 s");
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(400) && took < Duration::from_secs(10),
         "{took:?}"
     );
     still_answers(&running, &ca).await;
@@ -363,9 +368,11 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     let started = Instant::now();
     let refused = https::connect(running.addr, &ca, false).await;
     assert!(refused.is_err(), "a 4th connection must be refused");
+    // At once: a connection left in the backlog would hang in the handshake.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "refused at once"
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after {:?}",
+        started.elapsed()
     );
     let m = https::metrics(running.admin_addr).await;
     assert_eq!(
@@ -385,7 +392,7 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
         assert_eq!(c.get("/healthz").await.status, 200);
     }
     open.pop();
-    let mut again = poll_until(Duration::from_secs(10), "a free connection slot", || {
+    let mut again = poll_until(WAIT, "a free connection slot", || {
         let ca = ca.clone();
         let addr = running.addr;
         async move { https::connect(addr, &ca, true).await.ok() }
@@ -532,9 +539,9 @@ async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
     // keep-alive can find it out (the idle timeout is a minute away).
     let mut tls = https::raw_tls(running.addr, &ca, "h2").await;
     tls.write_all(&h2_raw::one_request()).await.expect("write");
-    let (took, read) = closed_within(&mut tls, Duration::from_secs(10)).await;
+    // Half the idle timeout: only the keep-alive can have closed it by then.
+    let (_, read) = closed_within(&mut tls, Duration::from_secs(30)).await;
     assert!(h2_raw::has_ping(&read), "the server pinged");
-    assert!(took < Duration::from_secs(5), "{took:?}");
     still_answers(&running, &ca).await;
     running.shutdown().await;
 }

@@ -30,6 +30,11 @@ pub const APISERVER_PROFILING: &str = "WHISPERER_APISERVER_PROFILING";
 /// (checked by a unit test in `tests/controlplane_smoke.rs`).
 pub const KUBERNETES_VERSION: &str = "v1.35.4";
 
+/// How long a test waits for something asynchronous (a watch event, a reconciler pass, a
+/// controller, a spawned process) before failing. An upper bound sized for a loaded 2-core
+/// CI machine: a passing test never waits it out.
+pub const WAIT: Duration = Duration::from_secs(60);
+
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const START_ATTEMPTS: usize = 3;

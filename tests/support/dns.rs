@@ -21,12 +21,13 @@ pub fn query(name: &str, rtype: RecordType, edns: bool) -> Message {
     msg
 }
 
-/// Sends `bytes` from a fresh loopback socket and returns the reply (3 s at most).
+/// Sends `bytes` from a fresh loopback socket and returns the reply (10 s at most: the
+/// server runs on a loaded machine; loopback does not lose datagrams).
 pub async fn raw_udp(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
     socket.send_to(bytes, addr).await.expect("send");
     let mut buf = vec![0u8; 65_535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buf))
         .await
         .expect("UDP reply in time")
         .expect("recv");

@@ -163,9 +163,9 @@ impl Conn {
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
             .await
-            .expect("body within 10s")
+            .expect("body within 30s")
             .expect("body")
             .to_bytes();
         Answer {

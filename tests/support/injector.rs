@@ -1,15 +1,13 @@
 //! Starts the webhook in-process with a certs-gen certificate and registers it with a real
 //! kube-apiserver through a MutatingWebhookConfiguration rendered from webhook.yaml.tmpl.
 
-use std::time::Duration;
-
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use whisperer_injector::app::Running;
 
-use super::{poll_until, ControlPlane};
+use super::{poll_until, ControlPlane, WAIT};
 
 pub const PROFILES: &str = r#"
 defaultProfile: default
@@ -111,17 +109,13 @@ pub async fn register(cp: &ControlPlane, url: &str, certs: Option<&certs_gen::Ge
 /// it picks new webhook configurations and caBundles up asynchronously.
 pub async fn wait_until_called(cp: &ControlPlane, probe_ns: &str) {
     let pods = Api::<Pod>::namespaced(cp.client(), probe_ns);
-    poll_until(
-        Duration::from_secs(60),
-        "the API server to call the webhook",
-        || {
-            let pods = pods.clone();
-            async move {
-                let out = pods.create(&dry_run(), &pod("probe", true)).await.ok()?;
-                has_whisperer(&out).then_some(())
-            }
-        },
-    )
+    poll_until(WAIT, "the API server to call the webhook", || {
+        let pods = pods.clone();
+        async move {
+            let out = pods.create(&dry_run(), &pod("probe", true)).await.ok()?;
+            has_whisperer(&out).then_some(())
+        }
+    })
     .await;
 }
 

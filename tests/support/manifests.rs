@@ -3,14 +3,13 @@
 //! themselves (RBAC, admission policies, params), never copies of them.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Discovery, Scope};
 use serde::Deserialize;
 
-use super::poll_until;
+use super::{poll_until, WAIT};
 
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -123,7 +122,7 @@ pub async fn apply_document(
 
 /// Discovery that serves every kind of `docs` (waits for CRDs to become servable).
 pub async fn discovery_for(client: &kube::Client, docs: &[serde_yaml::Value]) -> Discovery {
-    poll_until(Duration::from_secs(30), "discovery of every kind", || {
+    poll_until(WAIT, "discovery of every kind", || {
         let client = client.clone();
         async move {
             let d = Discovery::new(client).run().await.ok()?;

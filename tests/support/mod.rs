@@ -33,6 +33,7 @@ pub mod reconciler_process;
 
 pub use controlplane::{
     binary_dir, free_port, install_rustls_provider, poll_until, ControlPlane, KUBERNETES_VERSION,
+    WAIT,
 };
 pub use crd::install_attachment_crd;
 pub use kubelet::{kubelet_unreachable, terminate_ephemeral, Kubelet};
