@@ -86,10 +86,12 @@ pub fn answer_into(
     }
     // Only a pod being created can be injected: nothing else is parsed. Its object was read
     // with the review, unless it came before the kind and operation.
-    let pod: Option<Pod> = match (req.is_pod_create(), read_pod, req.object) {
+    let pod: Option<Box<Pod>> = match (req.is_pod_create(), read_pod, req.object) {
         (true, Some(pod), _) => Some(pod),
         (true, None, Some(raw)) => {
-            Some(parse_admitted_pod(raw.get()).map_err(|e| ReviewError::BadPod(e.to_string()))?)
+            let pod =
+                parse_admitted_pod(raw.get()).map_err(|e| ReviewError::BadPod(e.to_string()))?;
+            Some(Box::new(pod))
         }
         (true, None, None) => return Err(ReviewError::BadPod("request.object is missing".into())),
         (false, ..) => None,
@@ -102,10 +104,10 @@ pub fn answer_into(
         kind: &req.kind.kind,
         sub_resource: req.sub_resource.as_deref(),
         namespace: &req.namespace,
-        pod: pod.as_ref(),
+        pod: pod.as_deref(),
         pod_security: pod_security.enforce(&req.namespace),
     };
-    let labels = match (decide_admission_planned(&subject, settings), pod.as_ref()) {
+    let labels = match (decide_admission_planned(&subject, settings), pod.as_deref()) {
         (
             Planned::Base {
                 profile_name,

@@ -12,7 +12,12 @@ use k8s_openapi::api::core::v1::{
     Container, EphemeralContainer, HostAlias, Pod, PodSecurityContext, PodSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use std::fmt;
+
+use super::request::Text;
+use crate::render::ANNOTATION_DEFAULT_CONTAINER;
 
 #[derive(Deserialize)]
 struct Named {
@@ -34,6 +39,7 @@ struct MetaShape {
     name: Option<String>,
     generate_name: Option<String>,
     namespace: Option<String>,
+    #[serde(default, deserialize_with = "read_annotations")]
     annotations: Option<BTreeMap<String, String>>,
     owner_references: Option<Vec<OwnerReference>>,
 }
@@ -55,6 +61,52 @@ struct SpecShape {
     security_context: Option<PodSecurityContext>,
 }
 
+/// Annotations the engine and renderer read: ours, and the default container the patch may
+/// set. The others are type-checked (every value a string) but not kept, so a pod's many
+/// annotations cost no allocation.
+fn kept_annotation(key: &str) -> bool {
+    key.starts_with("whisperer.dev/") || key == ANNOTATION_DEFAULT_CONTAINER
+}
+
+fn read_annotations<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Kept;
+    impl<'de> Visitor<'de> for Kept {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kept = BTreeMap::new();
+            while let Some(key) = map.next_key::<Text<'de>>()? {
+                let value = map.next_value::<Text<'de>>()?;
+                if kept_annotation(&key.0) {
+                    kept.insert(key.0.into_owned(), value.0.into_owned());
+                }
+            }
+            Ok(kept)
+        }
+    }
+    struct Optional;
+    impl<'de> Visitor<'de> for Optional {
+        type Value = Option<BTreeMap<String, String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of strings or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(Kept).map(Some)
+        }
+    }
+    d.deserialize_option(Optional)
+}
+
 /// `spec` is required: the API server always sends it for a pod (its containers are), and
 /// an object without one is not a pod.
 #[derive(Deserialize)]
@@ -73,7 +125,7 @@ pub fn parse_admitted_pod(json: &str) -> Result<Pod, serde_json::Error> {
 }
 
 /// [`parse_admitted_pod`] from any deserializer: the review reads its pod `object` with it.
-pub(super) fn admitted_pod<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Pod, D::Error> {
+pub(super) fn admitted_pod<'de, D: Deserializer<'de>>(d: D) -> Result<Pod, D::Error> {
     let shape = PodShape::deserialize(d)?;
     let container = |c: ContainerShape| Container {
         name: c.name,
@@ -182,6 +234,42 @@ mod tests {
                 assert_eq!(answer(&shape, level), answer(&full, level), "{f} {level:?}");
             }
         }
+    }
+
+    #[test]
+    fn only_the_annotations_read_are_kept_and_all_are_checked() {
+        let pod = parse_admitted_pod(
+            r#"{"metadata":{"annotations":{"prometheus.io/scrape":"true","whisperer.dev/inject":"true","kubectl.kubernetes.io/default-container":"app"}},"spec":{"containers":[]}}"#,
+        )
+        .expect("pod");
+        let kept: Vec<&str> = pod
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "kubectl.kubernetes.io/default-container",
+                "whisperer.dev/inject"
+            ]
+        );
+        // Other annotations only: the map is there (the patch adds to it), empty.
+        let other = parse_admitted_pod(
+            r#"{"metadata":{"annotations":{"a":"b"}},"spec":{"containers":[]}}"#,
+        )
+        .expect("pod");
+        assert_eq!(other.metadata.annotations, Some(BTreeMap::new()));
+        let none =
+            parse_admitted_pod(r#"{"metadata":{"annotations":null},"spec":{"containers":[]}}"#)
+                .expect("pod");
+        assert_eq!(none.metadata.annotations, None);
+        assert!(parse_admitted_pod(
+            r#"{"metadata":{"annotations":{"a":1}},"spec":{"containers":[]}}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub struct RequestIn<'a> {
     pub operation: Option<Cow<'a, str>>,
     /// `object` as text, unless it was read into [`RequestIn::pod`].
     pub object: Option<&'a RawValue>,
-    /// `object` read while the review was parsed: a pod being created.
-    pub pod: Option<Pod>,
+    /// `object` read while the review was parsed: a pod being created (boxed: a `Pod` is
+    /// a few KB, moved with the review several times).
+    pub pod: Option<Box<Pod>>,
     /// Only Attachment updates read it (did the spec change?).
     pub old_object: Option<&'a RawValue>,
     pub dry_run: bool,
@@ -78,7 +79,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for TextObject<'a> {
 }
 
 /// A string borrowed from the body when it has no escapes.
-struct Text<'a>(Cow<'a, str>);
+pub(super) struct Text<'a>(pub Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -107,7 +108,7 @@ fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A:
 struct PodSeed;
 
 impl<'de> DeserializeSeed<'de> for PodSeed {
-    type Value = Option<Pod>;
+    type Value = Option<Box<Pod>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_option(OptionalPod)
     }
@@ -116,7 +117,7 @@ impl<'de> DeserializeSeed<'de> for PodSeed {
 struct OptionalPod;
 
 impl<'de> Visitor<'de> for OptionalPod {
-    type Value = Option<Pod>;
+    type Value = Option<Box<Pod>>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a pod")
     }
@@ -127,7 +128,7 @@ impl<'de> Visitor<'de> for OptionalPod {
         Ok(None)
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        admitted_pod(d).map(Some)
+        admitted_pod(d).map(|p| Some(Box::new(p)))
     }
 }
 
