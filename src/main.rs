@@ -22,11 +22,21 @@ fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = runtime()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run(cli))
+}
+
+/// One CPU to run on (the affinity mask, or a cgroup quota under 2 CPUs, as a webhook pod's
+/// `resources.limits.cpu` often is): a single-threaded scheduler, which skips the work-stealing
+/// pool's cross-thread wake-ups; more: one worker per CPU.
+fn runtime() -> tokio::runtime::Builder {
+    match std::thread::available_parallelism() {
+        Ok(n) if n.get() == 1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
