@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
     Container, EphemeralContainer, HostAlias, Pod, PodSecurityContext, PodSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 
@@ -39,8 +39,7 @@ struct MetaShape {
     name: Option<String>,
     generate_name: Option<String>,
     namespace: Option<String>,
-    #[serde(default, deserialize_with = "read_annotations")]
-    annotations: Option<BTreeMap<String, String>>,
+    annotations: Option<KeptAnnotations>,
     owner_references: Option<Vec<OwnerReference>>,
 }
 
@@ -68,43 +67,29 @@ fn kept_annotation(key: &str) -> bool {
     key.starts_with("whisperer.dev/") || key == ANNOTATION_DEFAULT_CONTAINER
 }
 
-fn read_annotations<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    struct Kept;
-    impl<'de> Visitor<'de> for Kept {
-        type Value = BTreeMap<String, String>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a map of strings")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut kept = BTreeMap::new();
-            while let Some(key) = map.next_key::<Text<'de>>()? {
-                let value = map.next_value::<Text<'de>>()?;
-                if kept_annotation(&key.0) {
-                    kept.insert(key.0.into_owned(), value.0.into_owned());
-                }
+struct KeptAnnotations(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for KeptAnnotations {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Kept;
+        impl<'de> Visitor<'de> for Kept {
+            type Value = KeptAnnotations;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of strings")
             }
-            Ok(kept)
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut kept = BTreeMap::new();
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    let value = map.next_value::<Text<'de>>()?;
+                    if kept_annotation(&key.0) {
+                        kept.insert(key.0.into_owned(), value.0.into_owned());
+                    }
+                }
+                Ok(KeptAnnotations(kept))
+            }
         }
+        d.deserialize_map(Kept)
     }
-    struct Optional;
-    impl<'de> Visitor<'de> for Optional {
-        type Value = Option<BTreeMap<String, String>>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a map of strings or null")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(Kept).map(Some)
-        }
-    }
-    d.deserialize_option(Optional)
 }
 
 /// `spec` is required: the API server always sends it for a pod (its containers are), and
@@ -168,7 +153,7 @@ pub(super) fn admitted_pod<'de, D: Deserializer<'de>>(d: D) -> Result<Pod, D::Er
             name: m.name,
             generate_name: m.generate_name,
             namespace: m.namespace,
-            annotations: m.annotations,
+            annotations: m.annotations.map(|a| a.0),
             owner_references: m.owner_references,
             ..Default::default()
         },

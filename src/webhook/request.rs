@@ -12,7 +12,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use k8s_openapi::api::core::v1::Pod;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -104,31 +104,12 @@ fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A:
     Ok(map.next_value::<Option<Text<'de>>>()?.map(|t| t.0))
 }
 
-/// Reads a pod `object` (or `null`) into the engine's pod shape.
-struct PodSeed;
+/// A pod `object` read into the engine's pod shape.
+struct AdmittedPod(Box<Pod>);
 
-impl<'de> DeserializeSeed<'de> for PodSeed {
-    type Value = Option<Box<Pod>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_option(OptionalPod)
-    }
-}
-
-struct OptionalPod;
-
-impl<'de> Visitor<'de> for OptionalPod {
-    type Value = Option<Box<Pod>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a pod")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        admitted_pod(d).map(|p| Some(Box::new(p)))
+impl<'de> Deserialize<'de> for AdmittedPod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        admitted_pod(d).map(|p| AdmittedPod(Box::new(p)))
     }
 }
 
@@ -184,7 +165,7 @@ impl<'de: 'a, 'a> Visitor<'de> for RequestVisitor<'a> {
                 "namespace" => r.namespace = text(&mut map)?.unwrap_or_default(),
                 "operation" => r.operation = text(&mut map)?,
                 "object" if self.read_pod && r.is_pod_create() => {
-                    r.pod = map.next_value_seed(PodSeed)?
+                    r.pod = map.next_value::<Option<AdmittedPod>>()?.map(|p| p.0)
                 }
                 "object" => r.object = map.next_value()?,
                 "oldObject" => r.old_object = map.next_value()?,
