@@ -108,6 +108,22 @@ enum MetricsAt {
     Admin(u16),
 }
 
+/// `exe`, or `exe` under `$BENCH_CONTROLLER_WRAP`: a profiler (`heaptrack -o /tmp/r`; the
+/// memory figures are then the wrapper's) or a CPU set (`taskset -c 1`, which execs: the same
+/// process, on one CPU, as under a pod's CPU limit).
+fn wrapped(exe: &Path) -> Command {
+    let wrap = std::env::var("BENCH_CONTROLLER_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
 /// `GET /metrics` from a plain-HTTP loopback port; empty on any failure.
 fn scrape_admin(port: u16) -> String {
     use std::io::{Read, Write};
@@ -151,19 +167,7 @@ impl ReconcilerProcess {
         flags: &[&str],
     ) -> ReconcilerProcess {
         let metrics = dir.join(format!("metrics-{tag}.txt")).display().to_string();
-        // `$BENCH_CONTROLLER_WRAP` (e.g. `heaptrack -o /tmp/reconciler`) runs the child under a
-        // profiler; the memory figures are then the wrapper's.
-        let wrap = std::env::var("BENCH_CONTROLLER_WRAP").unwrap_or_default();
-        let mut words = wrap.split_whitespace();
-        let mut cmd = match words.next() {
-            Some(w) => {
-                let mut c = Command::new(w);
-                c.args(words).arg(exe);
-                c
-            }
-            None => Command::new(exe),
-        };
-        let child = cmd
+        let child = wrapped(exe)
             .args([SUBCOMMAND, own, &metrics, "--leader-election=false"])
             .args(flags)
             .env("KUBECONFIG", cp.kubeconfig_path())
@@ -196,7 +200,7 @@ impl ReconcilerProcess {
         let admin = super::controlplane::free_port();
         let listen = format!("127.0.0.1:{}", super::controlplane::free_port());
         let admin_listen = format!("127.0.0.1:{admin}");
-        let child = Command::new(exe)
+        let child = wrapped(exe)
             .arg("serve")
             .args(["--listen", &listen, "--admin-listen", &admin_listen])
             .arg("--tls-cert")
