@@ -107,7 +107,7 @@ pub fn answer_into(
         pod: pod.as_deref(),
         pod_security: pod_security.enforce(&req.namespace),
     };
-    let labels = match (decide_admission_planned(&subject, settings), pod.as_deref()) {
+    let decision = match (decide_admission_planned(&subject, settings), pod.as_deref()) {
         (
             Planned::Base {
                 profile_name,
@@ -134,32 +134,26 @@ pub fn answer_into(
                     );
                 });
                 tracing::debug!(uid, namespace = %req.namespace, profile = %profile_name, dry_run = req.dry_run, "injected");
-                INJECTED
+                span.record("outcome", tracing::field::debug(INJECTED.outcome));
+                return Ok(INJECTED);
             }
             // Not a placement the webhook prepares: the plan is built from types.
-            None => decided(
-                decide_admission(&subject, settings),
-                Some(pod),
-                settings,
-                uid,
-                &req.namespace,
-                req.dry_run,
-                out,
-            )?,
+            None => decide_admission(&subject, settings),
         },
         (Planned::Base { .. }, None) => {
             return Err(ReviewError::BadPod("request.object is missing".into()))
         }
-        (Planned::Decided(decision), pod) => decided(
-            decision,
-            pod,
-            settings,
-            uid,
-            &req.namespace,
-            req.dry_run,
-            out,
-        )?,
+        (Planned::Decided(decision), _) => decision,
     };
+    let labels = decided(
+        decision,
+        pod.as_deref(),
+        settings,
+        uid,
+        &req.namespace,
+        req.dry_run,
+        out,
+    )?;
     span.record("outcome", tracing::field::debug(labels.outcome));
     Ok(labels)
 }

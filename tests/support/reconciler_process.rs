@@ -70,29 +70,29 @@ pub async fn child_main(
     Ok(())
 }
 
-/// kB values of VmHWM (peak) and VmRSS from /proc/<pid>/status.
-pub fn memory_of(pid: u32) -> (u64, u64) {
+/// kB values of the named fields (`"VmRSS:"` ...) of /proc/<pid>/status; 0 when missing.
+fn status_kb<const N: usize>(pid: u32, names: [&str; N]) -> [u64; N] {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
+    names.map(|name| {
         text.lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    })
+}
+
+/// kB values of VmHWM (peak) and VmRSS from /proc/<pid>/status.
+pub fn memory_of(pid: u32) -> (u64, u64) {
+    let [hwm, rss] = status_kb(pid, ["VmHWM:", "VmRSS:"]);
+    (hwm, rss)
 }
 
 /// RssAnon (the heap and stacks, what the process holds) in kB; the rest of VmRSS is the
 /// mapped binary and libraries.
 pub fn anonymous_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("RssAnon:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let [anon] = status_kb(pid, ["RssAnon:"]);
+    anon
 }
 
 pub struct ReconcilerProcess {
