@@ -14,6 +14,7 @@ pub mod engine;
 pub mod explain;
 pub mod http_error;
 pub mod kubeclient;
+pub mod lean_json;
 pub mod metrics;
 pub mod offline;
 pub mod plugin;

@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 
@@ -140,7 +142,8 @@ async fn scan(ctx: &Context, attach: bool, reported: &mut HashSet<String>) {
             work.push(dedup.share(*w));
         }
     }
-    for (w, answer) in execute(work, &ctx.patcher, ctx.concurrency).await {
+    let mut answers = execute(work, &ctx.patcher, ctx.concurrency);
+    while let Some((w, answer)) = answers.next().await {
         let Some((entry, _)) = settle(&w, &answer, &ctx.backoff) else {
             continue;
         };

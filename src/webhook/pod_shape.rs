@@ -12,11 +12,10 @@ use k8s_openapi::api::core::v1::{
     Container, EphemeralContainer, HostAlias, Pod, PodSecurityContext, PodSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::Deserializer;
 use serde::Deserialize;
-use std::fmt;
 
-use super::request::Text;
+use crate::lean_json::kept_strings;
 use crate::render::ANNOTATION_DEFAULT_CONTAINER;
 
 #[derive(Deserialize)]
@@ -71,24 +70,7 @@ struct KeptAnnotations(BTreeMap<String, String>);
 
 impl<'de> Deserialize<'de> for KeptAnnotations {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Kept;
-        impl<'de> Visitor<'de> for Kept {
-            type Value = KeptAnnotations;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of strings")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut kept = BTreeMap::new();
-                while let Some(key) = map.next_key::<Text<'de>>()? {
-                    let value = map.next_value::<Text<'de>>()?;
-                    if kept_annotation(&key.0) {
-                        kept.insert(key.0.into_owned(), value.0.into_owned());
-                    }
-                }
-                Ok(KeptAnnotations(kept))
-            }
-        }
-        d.deserialize_map(Kept)
+        kept_strings(d, kept_annotation).map(KeptAnnotations)
     }
 }
 

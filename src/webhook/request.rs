@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use super::error::ReviewError;
 use super::pod_shape::{admitted_pod, parse_admitted_pod};
 use super::review::{GroupVersionKind, ReviewIn, UserInfo};
+use crate::lean_json::Text;
 
 #[derive(Debug, Default)]
 pub struct RequestIn<'a> {
@@ -75,28 +76,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for TextObject<'a> {
             lifetime: PhantomData,
         })
         .map(TextObject)
-    }
-}
-
-/// A string borrowed from the body when it has no escapes.
-pub(super) struct Text<'a>(pub Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(s.to_string())))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 

@@ -21,35 +21,69 @@ pub fn requested_by_note(att: &Attachment) -> String {
         .unwrap_or_default()
 }
 
-/// The Events after a pass; `by` is [`requested_by_note`]. `refused` holds
-/// `(pod, "reason: message")`.
+/// Names shown in an `Attached` Event; the rest are counted.
+const NAMES_SHOWN: usize = 10;
+
+/// Pods of one outcome in a pass: how many, the first names, and the first one's detail.
+/// Bounded, so a pass over 10,000 pods keeps ten names, not ten thousand.
+#[derive(Debug, Default)]
+pub struct PodTally {
+    count: usize,
+    names: Vec<String>,
+    first_detail: Option<String>,
+}
+
+impl PodTally {
+    /// Counts `pod`; `detail` is asked for the first pod only.
+    pub fn push(&mut self, pod: &str, detail: impl FnOnce() -> Option<String>) {
+        if self.count == 0 {
+            self.first_detail = detail();
+        }
+        self.count += 1;
+        if self.names.len() < NAMES_SHOWN {
+            self.names.push(pod.to_string());
+        }
+    }
+
+    fn listed(&self) -> String {
+        let mut s = self.names.join(", ");
+        if self.count > self.names.len() {
+            s.push_str(&format!(" and {} more", self.count - self.names.len()));
+        }
+        s
+    }
+}
+
+/// The Events after a pass; `by` is [`requested_by_note`]. `refused` carries
+/// "reason: message" as its detail.
 pub fn after_pass(
     by: &str,
-    newly_attached: &[String],
-    refused: &[(String, String)],
+    newly_attached: &PodTally,
+    refused: &PodTally,
     expired: bool,
     old_phase: Option<Phase>,
     deadline: Option<&str>,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
-    if !newly_attached.is_empty() {
+    if newly_attached.count > 0 {
         notes.push(Note {
             warning: false,
             reason: "Attached",
             text: format!(
                 "attached the Whisperer to {} pod(s){by}: {}",
-                newly_attached.len(),
-                list_names(newly_attached, 10)
+                newly_attached.count,
+                newly_attached.listed()
             ),
         });
     }
-    if let Some((pod, why)) = refused.first() {
+    if let Some(pod) = refused.names.first() {
         notes.push(Note {
             warning: true,
             reason: "AttachFailed",
             text: format!(
-                "{} pod(s) not attached{by}, e.g. {pod}: {why}",
-                refused.len()
+                "{} pod(s) not attached{by}, e.g. {pod}: {}",
+                refused.count,
+                refused.first_detail.as_deref().unwrap_or_default()
             ),
         });
     }
@@ -75,18 +109,6 @@ pub fn refusal_is_news(old: Option<&AttachmentStatus>, message: &str) -> bool {
 }
 
 /// `a, b, c and 7 more`
-fn list_names(names: &[String], max: usize) -> String {
-    let mut s = names
-        .iter()
-        .take(max)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > max {
-        s.push_str(&format!(" and {} more", names.len() - max));
-    }
-    s
-}
 
 #[cfg(test)]
 mod tests {
@@ -94,14 +116,22 @@ mod tests {
 
     #[test]
     fn notes_of_a_pass() {
+        let mut many = PodTally::default();
+        for i in 0..12 {
+            many.push(&format!("p{i}"), || None);
+        }
         assert_eq!(
-            list_names(&["a".into(), "b".into(), "c".into()], 2),
-            "a, b and 1 more"
+            many.listed(),
+            "p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 2 more"
         );
+        let (mut attached, mut refused) = (PodTally::default(), PodTally::default());
+        attached.push("web-1", || None);
+        refused.push("web-2", || Some("PodSecurity: violates".into()));
+        refused.push("web-3", || panic!("only the first pod's detail is read"));
         let notes = after_pass(
             " (requested by alice)",
-            &["web-1".into()],
-            &[("web-2".into(), "PodSecurity: violates".into())],
+            &attached,
+            &refused,
             true,
             Some(Phase::Attached),
             Some("2030-01-01T00:00:00Z"),
@@ -110,14 +140,15 @@ mod tests {
         assert_eq!(reasons, ["Attached", "AttachFailed", "Expired"]);
         assert_eq!(
             notes[1].text,
-            "1 pod(s) not attached (requested by alice), e.g. web-2: PodSecurity: violates"
+            "2 pod(s) not attached (requested by alice), e.g. web-2: PodSecurity: violates"
         );
         assert!(notes[0]
             .text
             .starts_with("attached the Whisperer to 1 pod(s) (requested by alice)"));
         assert!(notes[1].warning && !notes[0].warning);
         // Expired is said once.
-        assert!(after_pass("", &[], &[], true, Some(Phase::Expired), None).is_empty());
+        let none = PodTally::default();
+        assert!(after_pass("", &none, &none, true, Some(Phase::Expired), None).is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod ttl;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 
 use self::checks::{check, Accepted};
 use self::conclusion::{conclude, conclude_refused, needs_no_pods_reason, Conclusion, Pass};
+use self::events::PodTally;
 use self::selection::{explain_no_pods, resolve, Matcher};
 use self::status::{write_status, PodEntry, Snapshot};
 use super::context::{Context, Severity};
@@ -175,28 +177,31 @@ async fn apply(att: &Attachment, ctx: &Context) -> Result<Action, ReconcilerErro
             PodAction::Patch(w) => work.push(dedup.share(*w)),
         }
     }
-    let mut newly_attached = Vec::new();
-    let mut refused: Vec<(String, String)> = Vec::new();
+    // Patched pods are held by their work item; the rest need not outlive the plan.
+    drop(pods);
+    let mut newly_attached = PodTally::default();
+    let mut refused = PodTally::default();
     let started = Instant::now();
     let to_patch = work.len();
-    for (w, answer) in execute(work, &ctx.patcher, ctx.concurrency).await {
+    let mut answers = execute(work, &ctx.patcher, ctx.concurrency);
+    while let Some((w, answer)) = answers.next().await {
         let Some((e, at)) = settle(&w, &answer, &ctx.backoff) else {
             continue;
         };
         match &answer {
-            PatchAnswer::Attached => newly_attached.push(w.pod.name().to_string()),
-            _ => refused.push((
-                w.pod.name().to_string(),
-                format!(
+            PatchAnswer::Attached => newly_attached.push(w.pod.name(), || None),
+            _ => refused.push(w.pod.name(), || {
+                Some(format!(
                     "{}: {}",
-                    e.reason.clone().unwrap_or_default(),
-                    e.message.clone().unwrap_or_default()
-                ),
-            )),
+                    e.reason.as_deref().unwrap_or_default(),
+                    e.message.as_deref().unwrap_or_default()
+                ))
+            }),
         }
         retry_at = earliest(retry_at, at);
         entries.push(e);
     }
+    drop(answers);
     entries.sort_by(|a, b| a.pod.cmp(&b.pod));
 
     let no_pods = if needs_no_pods_reason(&entries, expired) {

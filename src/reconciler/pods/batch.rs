@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use futures::{stream, StreamExt};
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
@@ -27,53 +28,58 @@ fn template_key(w: &Work) -> String {
     }
 }
 
-async fn run_group(
+/// The dry run, then the group's real patches as they are answered.
+fn run_group(
     group: Vec<Work>,
     patcher: &Patcher,
     concurrency: usize,
-) -> Vec<(Work, PatchAnswer)> {
-    let Some(first) = group.first() else {
-        return Vec::new();
-    };
-    let dry = patcher
-        .add(
-            first.pod.namespace(),
-            first.pod.name(),
-            &first.container,
-            true,
-        )
-        .await;
-    if let PatchAnswer::Refused { .. } = dry {
-        return group.into_iter().map(|w| (w, dry.clone())).collect();
-    }
-    stream::iter(group)
-        .map(|w| async move {
-            let o = patcher
-                .add(w.pod.namespace(), w.pod.name(), &w.container, false)
-                .await;
-            (w, o)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await
+) -> BoxStream<'_, (Work, PatchAnswer)> {
+    stream::once(async move {
+        let Some(first) = group.first() else {
+            return stream::empty().boxed();
+        };
+        let dry = patcher
+            .add(
+                first.pod.namespace(),
+                first.pod.name(),
+                &first.container,
+                true,
+            )
+            .await;
+        if let PatchAnswer::Refused { .. } = dry {
+            return stream::iter(group.into_iter().map(move |w| (w, dry.clone()))).boxed();
+        }
+        stream::iter(group)
+            .map(move |w| async move {
+                let o = patcher
+                    .add(w.pod.namespace(), w.pod.name(), &w.container, false)
+                    .await;
+                (w, o)
+            })
+            .buffer_unordered(concurrency)
+            .boxed()
+    })
+    .flatten()
+    .boxed()
 }
 
 /// Patches every pod of `works`: a dry run per template group first, then the real patches.
-pub async fn execute(
+/// Answers are yielded as they come so the caller settles each and drops its pod: a pass over
+/// 10,000 pods would otherwise hold every pod's pre-patch cache entry (the watch has replaced
+/// it by then) until the last answer.
+pub fn execute(
     works: Vec<Work>,
     patcher: &Patcher,
     concurrency: usize,
-) -> Vec<(Work, PatchAnswer)> {
+) -> BoxStream<'_, (Work, PatchAnswer)> {
     let mut groups: BTreeMap<String, Vec<Work>> = BTreeMap::new();
     for w in works {
         groups.entry(template_key(&w)).or_default().push(w);
     }
     stream::iter(groups.into_values())
-        .map(|g| run_group(g, patcher, concurrency))
-        .buffer_unordered(concurrency)
-        .flat_map(stream::iter)
-        .collect()
-        .await
+        .map(move |g| run_group(g, patcher, concurrency))
+        .flatten_unordered(concurrency)
+        .boxed()
 }
 
 /// The status entry for a patch answer (`None`: the pod is gone), remembering successes and

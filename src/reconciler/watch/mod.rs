@@ -21,6 +21,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinSet;
 
+mod interner;
 mod owners;
 mod pod_cache;
 mod pod_info;

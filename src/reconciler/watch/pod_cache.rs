@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
+use super::interner::Interner;
 use super::pod_info::PodInfo;
 use super::pod_view::PodView;
 use super::triggers::Change;
@@ -19,16 +20,21 @@ struct Inner {
     live: ByNamespace,
     /// A (re)list in progress: replaces `live` when complete.
     relist: Option<ByNamespace>,
+    strings: Interner,
 }
 
 /// Inserts the pod; returns it and the version it replaced.
-fn insert(map: &mut ByNamespace, v: &PodView) -> (Option<Arc<PodInfo>>, Arc<PodInfo>) {
+fn insert(
+    map: &mut ByNamespace,
+    strings: &mut Interner,
+    v: &PodView,
+) -> (Option<Arc<PodInfo>>, Arc<PodInfo>) {
     let ns = v.metadata.namespace.as_deref().unwrap_or_default();
     let key = match map.get_key_value(ns) {
         Some((k, _)) => k.clone(),
         None => Arc::from(ns),
     };
-    let info = Arc::new(PodInfo::from_view(v, key.clone()));
+    let info = Arc::new(PodInfo::from_view(v, key.clone(), strings));
     let old = map
         .entry(key)
         .or_default()
@@ -82,8 +88,11 @@ impl PodCache {
                 None
             }
             Event::InitApply(v) => {
-                if let Some(map) = inner.relist.as_mut() {
-                    insert(map, v);
+                let Inner {
+                    relist, strings, ..
+                } = &mut *inner;
+                if let Some(map) = relist.as_mut() {
+                    insert(map, strings, v);
                 }
                 None
             }
@@ -96,7 +105,8 @@ impl PodCache {
                 None
             }
             Event::Apply(v) => {
-                let (old, new) = insert(&mut inner.live, v);
+                let Inner { live, strings, .. } = &mut *inner;
+                let (old, new) = insert(live, strings, v);
                 Some(Change {
                     old,
                     new,

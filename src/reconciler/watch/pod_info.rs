@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use kube::core::Expression;
 
+use super::interner::Interner;
 use super::pod_view::{ContainerView, PodView, KEPT_ANNOTATION_PREFIX};
 use crate::engine::{ContainerFacts, HostNamespaces, MemoryBounds, PodFacts, ENV_ATTACHMENT_UID};
 
-type Pairs = Box<[(Box<str>, Box<str>)]>;
+type Pairs = Box<[(Arc<str>, Arc<str>)]>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodPhase {
@@ -58,22 +59,22 @@ pub struct Ended {
 /// A container as the engine checks it: name and image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ctr {
-    pub name: Box<str>,
-    pub image: Box<str>,
+    pub name: Arc<str>,
+    pub image: Arc<str>,
 }
 
 /// An ephemeral container, with the attachment uid its Whisperer env names (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eph {
-    pub name: Box<str>,
-    pub image: Box<str>,
-    pub attachment_uid: Option<Box<str>>,
+    pub name: Arc<str>,
+    pub image: Arc<str>,
+    pub attachment_uid: Option<Arc<str>>,
 }
 
-fn ctr(c: &ContainerView) -> Ctr {
+fn ctr(c: &ContainerView, strings: &mut Interner) -> Ctr {
     Ctr {
-        name: boxed(&c.name),
-        image: boxed(c.image.as_deref().unwrap_or_default()),
+        name: strings.get(&c.name),
+        image: strings.get(c.image.as_deref().unwrap_or_default()),
     }
 }
 
@@ -85,7 +86,7 @@ pub struct PodInfo {
     labels: Pairs,
     annotations: Pairs,
     /// [kind, name, apiVersion] of the controller owner reference.
-    controller: Option<Box<[Box<str>; 3]>>,
+    controller: Option<Box<[Arc<str>; 3]>>,
     terminating: bool,
     phase: PodPhase,
     containers: Box<[Ctr]>,
@@ -102,42 +103,55 @@ fn boxed(s: &str) -> Box<str> {
     s.into()
 }
 
-fn pairs<'a>(it: impl Iterator<Item = (&'a String, &'a String)>) -> Pairs {
-    it.map(|(k, v)| (boxed(k), boxed(v))).collect()
+fn pairs<'a>(it: impl Iterator<Item = (&'a String, &'a String)>, strings: &mut Interner) -> Pairs {
+    it.map(|(k, v)| (strings.get(k), strings.get(v))).collect()
 }
 
 impl PodInfo {
-    pub fn from_view(v: &PodView, namespace: Arc<str>) -> PodInfo {
+    /// The cache entry for `v`; `strings` shares what the pod repeats from its siblings.
+    pub fn from_view(v: &PodView, namespace: Arc<str>, strings: &mut Interner) -> PodInfo {
         let m = &v.metadata;
         PodInfo {
             name: boxed(m.name.as_deref().unwrap_or_default()),
             namespace,
             uid: boxed(m.uid.as_deref().unwrap_or_default()),
-            labels: pairs(m.labels.iter().flatten()),
+            labels: pairs(m.labels.iter().flatten(), strings),
             annotations: pairs(
                 m.annotations
                     .iter()
                     .flatten()
                     .filter(|(k, _)| k.starts_with(KEPT_ANNOTATION_PREFIX)),
+                strings,
             ),
             controller: m
                 .owner_references
                 .iter()
                 .flatten()
                 .find(|o| o.controller == Some(true))
-                .map(|o| Box::new([boxed(&o.kind), boxed(&o.name), boxed(&o.api_version)])),
+                .map(|o| {
+                    Box::new([
+                        strings.get(&o.kind),
+                        strings.get(&o.name),
+                        strings.get(&o.api_version),
+                    ])
+                }),
             terminating: m.deletion_timestamp.is_some(),
             phase: PodPhase::parse(v.status.phase.as_deref()),
-            containers: v.spec.containers.iter().map(ctr).collect(),
-            init_containers: v.spec.init_containers.iter().map(ctr).collect(),
+            containers: v.spec.containers.iter().map(|c| ctr(c, strings)).collect(),
+            init_containers: v
+                .spec
+                .init_containers
+                .iter()
+                .map(|c| ctr(c, strings))
+                .collect(),
             ephemeral: v
                 .spec
                 .ephemeral_containers
                 .iter()
                 .map(|c| Eph {
-                    name: boxed(&c.name),
-                    image: boxed(c.image.as_deref().unwrap_or_default()),
-                    attachment_uid: c.env(ENV_ATTACHMENT_UID).map(boxed),
+                    name: strings.get(&c.name),
+                    image: strings.get(c.image.as_deref().unwrap_or_default()),
+                    attachment_uid: c.env(ENV_ATTACHMENT_UID).map(|u| strings.get(u)),
                 })
                 .collect(),
             host: [
@@ -168,6 +182,7 @@ impl PodInfo {
         PodInfo::from_view(
             v,
             Arc::from(v.metadata.namespace.as_deref().unwrap_or_default()),
+            &mut Interner::default(),
         )
     }
 

@@ -1,23 +1,73 @@
 //! A pod as the reconciler reads it from the API: only what the engine and the owner
-//! resolution need. Pods are deserialized straight into this shape (serde skips the rest), then
-//! turned into the compact `PodInfo` of the pod cache. [`prune`] trims the metadata of the
-//! ReplicaSets, Jobs and namespaces kept in the owner caches.
+//! resolution need. Pods are deserialized straight into this shape (serde skips the rest,
+//! `managedFields` above all: most of a pod's metadata, and thousands of small allocations per
+//! list page that fragmented the heap), then turned into the compact `PodInfo` of the pod
+//! cache. [`prune`] trims the metadata of the ReplicaSets, Jobs and namespaces kept in the
+//! owner caches.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::{Deserialize, Serialize};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::lean_json::kept_strings;
 
 /// Annotations kept on watched pods: the engine reads these, nothing else.
 pub(super) const KEPT_ANNOTATION_PREFIX: &str = "whisperer.dev/";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PodView {
+    #[serde(deserialize_with = "lean_meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: ViewSpec,
     #[serde(default)]
     pub status: ViewStatus,
+}
+
+/// The metadata fields `PodInfo` and the watcher (`resourceVersion`) read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<KeptAnnotations>,
+    owner_references: Option<Vec<OwnerReference>>,
+    deletion_timestamp: Option<Time>,
+}
+
+struct KeptAnnotations(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for KeptAnnotations {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        kept_strings(d, |k| k.starts_with(KEPT_ANNOTATION_PREFIX)).map(KeptAnnotations)
+    }
+}
+
+fn lean_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = LeanMeta::deserialize(d)?;
+    let owner_references = m
+        .owner_references
+        .map(|refs| {
+            refs.into_iter()
+                .filter(|o| o.controller == Some(true))
+                .collect::<Vec<_>>()
+        })
+        .filter(|refs| !refs.is_empty());
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        labels: m.labels,
+        annotations: m.annotations.map(|a| a.0).filter(|a| !a.is_empty()),
+        owner_references,
+        deletion_timestamp: m.deletion_timestamp,
+        ..ObjectMeta::default()
+    })
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -241,10 +291,10 @@ mod tests {
     }"#;
 
     #[test]
-    fn deserializes_and_prunes_a_full_pod() {
-        let mut p: PodView = serde_json::from_str(POD).expect("pod view");
-        prune(&mut p.metadata);
+    fn deserializes_a_full_pod_into_the_lean_view() {
+        let p: PodView = serde_json::from_str(POD).expect("pod view");
         assert!(p.metadata.managed_fields.is_none());
+        assert_eq!(p.metadata.resource_version.as_deref(), Some("7"));
         let ann = p.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(ann.len(), 1);
         assert_eq!(controller_of(&p.metadata), Some(("ReplicaSet", "web-abc")));
