@@ -108,8 +108,6 @@ pub fn refusal_is_news(old: Option<&AttachmentStatus>, message: &str) -> bool {
     old_message != Some(message) || old.and_then(|s| s.phase) != Some(Phase::Failed)
 }
 
-/// `a, b, c and 7 more`
-
 #[cfg(test)]
 mod tests {
     use super::*;
