@@ -161,7 +161,6 @@ async fn bind(want: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 pub async fn start(args: &ServeArgs) -> Result<Running, AppError> {
     let started = std::time::Instant::now();
     // Files are read once here; the reload watchers start from these very bytes.
-    // Files are read once here; the reload watchers start from these very bytes.
     let (config, config_bytes) = match &args.config {
         Some(path) => {
             let (cfg, bytes) = Config::load_with_bytes(path)?;
