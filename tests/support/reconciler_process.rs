@@ -95,6 +95,17 @@ pub fn anonymous_of(pid: u32) -> u64 {
     anon
 }
 
+/// `serve`'s DNS proxy: off, unless `BENCH_SERVE_DNS=on` asks the bench to measure the process
+/// as shipped (reconciler and DNS proxy, each watching every pod), on a free loopback port.
+fn dns_flags() -> Vec<String> {
+    if std::env::var("BENCH_SERVE_DNS").as_deref() == Ok("on") {
+        let listen = format!("127.0.0.1:{}", super::controlplane::free_port());
+        vec!["--dns".into(), "on".into(), "--dns-listen".into(), listen]
+    } else {
+        vec!["--dns".into(), "off".into()]
+    }
+}
+
 pub struct ReconcilerProcess {
     child: Child,
     metrics: MetricsAt,
@@ -209,7 +220,8 @@ impl ReconcilerProcess {
             .arg(&key)
             .arg("--kubeconfig")
             .arg(cp.kubeconfig_path())
-            .args(["--namespace", own, "--reconciler", "on", "--dns", "off"])
+            .args(["--namespace", own, "--reconciler", "on"])
+            .args(dns_flags())
             .args(["--pod-security-check", "off", "--leader-election", "false"])
             .args(["--log", "warn"])
             .args(flags)

@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::lean_json::kept_strings;
+use crate::lean_json::{lean_object_meta, KeepAnnotation};
 
 /// Annotations kept on watched pods: the engine reads these, nothing else.
 pub(super) const KEPT_ANNOTATION_PREFIX: &str = "whisperer.dev/";
@@ -25,49 +25,19 @@ pub struct PodView {
     pub status: ViewStatus,
 }
 
-/// The metadata fields `PodInfo` and the watcher (`resourceVersion`) read.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeanMeta {
-    name: Option<String>,
-    namespace: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
-    annotations: Option<KeptAnnotations>,
-    owner_references: Option<Vec<OwnerReference>>,
-    deletion_timestamp: Option<Time>,
-}
-
-struct KeptAnnotations(BTreeMap<String, String>);
-
-impl<'de> Deserialize<'de> for KeptAnnotations {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        kept_strings(d, |k| k.starts_with(KEPT_ANNOTATION_PREFIX)).map(KeptAnnotations)
-    }
-}
-
+/// The metadata `PodInfo` and the watcher read; `managedFields` and foreign annotations are
+/// skipped unallocated.
 fn lean_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    let m = LeanMeta::deserialize(d)?;
-    let owner_references = m
-        .owner_references
-        .map(|refs| {
-            refs.into_iter()
-                .filter(|o| o.controller == Some(true))
-                .collect::<Vec<_>>()
-        })
-        .filter(|refs| !refs.is_empty());
-    Ok(ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        uid: m.uid,
-        resource_version: m.resource_version,
-        labels: m.labels,
-        annotations: m.annotations.map(|a| a.0).filter(|a| !a.is_empty()),
-        owner_references,
-        deletion_timestamp: m.deletion_timestamp,
-        ..ObjectMeta::default()
-    })
+    lean_object_meta::<Ours, D>(d)
+}
+
+/// `whisperer.dev/*`: the only annotations the engine reads.
+struct Ours;
+
+impl KeepAnnotation for Ours {
+    fn keep(key: &str) -> bool {
+        key.starts_with(KEPT_ANNOTATION_PREFIX)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
