@@ -10,6 +10,9 @@
 #   VARIANTS='default;--patch-qps 200 --reconcile-concurrency 8' bench/attach_fanout.sh   # before/after
 #   SKIP_BUILD=1 bench/attach_fanout.sh                             # reuse the built example
 #   bench/attach_fanout.sh --apiserver-profile /tmp/prof             # + kube-apiserver CPU profiles
+#   VARIANTS="serve@$PWD/target/shipped/release/whisperer-injector" ...  # the product's serve as reconciler
+#   BENCH_CONTROLLER_WRAP="taskset -c 1" ...   # the reconciler under a wrapper (one CPU, heaptrack -o F)
+#   BENCH_SERVE_DNS=on ...                     # serve@ with its DNS proxy on, as the Deployment runs it
 #
 # Needs tests/controlplane/build.sh (kube-apiserver, kube-controller-manager, kube-scheduler,
 # etcd, kubectl) and tests/kwok/build.sh. The example is built with the release profile minus
