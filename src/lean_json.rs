@@ -77,15 +77,16 @@ struct LeanMeta<K: KeepAnnotation> {
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
     labels: Option<BTreeMap<String, String>>,
-    annotations: Option<Kept<K>>,
+    annotations: Option<KeptAnnotations<K>>,
     owner_references: Option<Vec<OwnerReference>>,
 }
 
-struct Kept<K>(BTreeMap<String, String>, PhantomData<K>);
+/// An annotations map read with only the keys `K` keeps.
+pub struct KeptAnnotations<K>(pub BTreeMap<String, String>, PhantomData<K>);
 
-impl<'de, K: KeepAnnotation> Deserialize<'de> for Kept<K> {
+impl<'de, K: KeepAnnotation> Deserialize<'de> for KeptAnnotations<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        kept_strings(d, K::keep).map(|m| Kept(m, PhantomData))
+        kept_strings(d, K::keep).map(|m| KeptAnnotations(m, PhantomData))
     }
 }
 

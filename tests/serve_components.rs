@@ -26,6 +26,19 @@ fn config(alias_ip: &str) -> String {
 }
 
 /// The control API as an attached Whisperer calls it: the URL and token from its env.
+/// Polls the control API until the agent behind `token` is told to stop for `reason`.
+async fn told_to_stop(ca: &str, url: &str, token: &str, reason: &str) {
+    poll_until(
+        WAIT,
+        &format!("the agent to be told to stop ({reason})"),
+        || async move {
+            let (_, v) = agent_asks(ca, url, token).await;
+            (v["action"] == "stop" && v["reason"] == reason).then_some(())
+        },
+    )
+    .await;
+}
+
 async fn agent_asks(ca: &str, url: &str, token: &str) -> (u16, serde_json::Value) {
     let rest = url.strip_prefix("https://").expect("https url");
     let (authority, path) = rest.split_at(rest.find('/').expect("path"));
@@ -306,14 +319,7 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
         .delete("after-rotation", &Default::default())
         .await
         .expect("delete");
-    poll_until(WAIT, "the agent to be told to stop after detach", || {
-        let (ca, url, token) = (ca.clone(), url.clone(), token.clone());
-        async move {
-            let (_, v) = agent_asks(&ca, &url, &token).await;
-            (v["action"] == "stop" && v["reason"] == "detached").then_some(())
-        }
-    })
-    .await;
+    told_to_stop(&ca, &url, &token, "detached").await;
 
     // TTL expiry: the answer turns into stop/expired. Created with a long TTL, shortened once
     // attached: a TTL of seconds from the start could run out before a loaded machine attaches.
@@ -339,13 +345,6 @@ async fn serve_runs_webhook_dns_and_reconciler_against_a_cluster() {
         )
         .await
         .expect("shorten the TTL");
-    poll_until(WAIT, "the agent to be told to stop at expiry", || {
-        let (ca, url, token) = (ca.clone(), url.clone(), token.clone());
-        async move {
-            let (_, v) = agent_asks(&ca, &url, &token).await;
-            (v["action"] == "stop" && v["reason"] == "expired").then_some(())
-        }
-    })
-    .await;
+    told_to_stop(&ca, &url, &token, "expired").await;
     running.shutdown().await;
 }

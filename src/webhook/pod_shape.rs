@@ -6,8 +6,6 @@
 //! kube-apiserver validated the object before calling us; what is parsed here is still
 //! type-checked, so a malformed pod (e.g. `containers` not a list) is still a 4xx.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     Container, EphemeralContainer, HostAlias, Pod, PodSecurityContext, PodSpec, Volume,
 };
@@ -15,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use serde::de::Deserializer;
 use serde::Deserialize;
 
-use crate::lean_json::kept_strings;
+use crate::lean_json::{KeepAnnotation, KeptAnnotations};
 use crate::render::ANNOTATION_DEFAULT_CONTAINER;
 
 #[derive(Deserialize)]
@@ -38,7 +36,7 @@ struct MetaShape {
     name: Option<String>,
     generate_name: Option<String>,
     namespace: Option<String>,
-    annotations: Option<KeptAnnotations>,
+    annotations: Option<KeptAnnotations<EngineReads>>,
     owner_references: Option<Vec<OwnerReference>>,
 }
 
@@ -62,15 +60,11 @@ struct SpecShape {
 /// Annotations the engine and renderer read: ours, and the default container the patch may
 /// set. The others are type-checked (every value a string) but not kept, so a pod's many
 /// annotations cost no allocation.
-fn kept_annotation(key: &str) -> bool {
-    key.starts_with("whisperer.dev/") || key == ANNOTATION_DEFAULT_CONTAINER
-}
+struct EngineReads;
 
-struct KeptAnnotations(BTreeMap<String, String>);
-
-impl<'de> Deserialize<'de> for KeptAnnotations {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        kept_strings(d, kept_annotation).map(KeptAnnotations)
+impl KeepAnnotation for EngineReads {
+    fn keep(key: &str) -> bool {
+        key.starts_with("whisperer.dev/") || key == ANNOTATION_DEFAULT_CONTAINER
     }
 }
 
@@ -146,6 +140,8 @@ pub(super) fn admitted_pod<'de, D: Deserializer<'de>>(d: D) -> Result<Pod, D::Er
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::engine::{decide_admission, AdmissionSubject, Settings};
     use crate::render::json_patch;

@@ -201,7 +201,6 @@ async fn apply(att: &Attachment, ctx: &Context) -> Result<Action, ReconcilerErro
         retry_at = earliest(retry_at, at);
         entries.push(e);
     }
-    drop(answers);
     entries.sort_by(|a, b| a.pod.cmp(&b.pod));
 
     let no_pods = if needs_no_pods_reason(&entries, expired) {
